@@ -1,0 +1,32 @@
+# The README names these targets. `make test` on a fresh machine installs what it needs.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: install test lint bench clean
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+install: $(VENV)/.installed node_modules/.installed
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check shared functions function_app.py
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) benchmarks/bench_pipeline.py
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache

@@ -1,0 +1,82 @@
+"""HTTP edge helpers: JSON responses, the error mapper, and who the caller is."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import azure.functions as func
+
+from shared.errors import EgressError, Forbidden, InvalidRequest, Unauthorized
+from shared.settings import get_settings
+
+logger = logging.getLogger(__name__)
+
+PRINCIPAL_HEADER = "X-MS-CLIENT-PRINCIPAL"
+LOCAL_ACTOR = "system-manager (function key)"
+
+
+def json_response(body: Any, status: int = 200) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(body, indent=2), status_code=status, mimetype="application/json")
+
+
+def error_response(code: str, message: str, status: int) -> func.HttpResponse:
+    return json_response({"error": code, "message": message}, status)
+
+
+def handles_errors(handler: Callable[[func.HttpRequest], func.HttpResponse]) -> Callable[[func.HttpRequest], func.HttpResponse]:
+    """Map typed errors to their status; anything unexpected becomes a 500 without a stack trace."""
+
+    @functools.wraps(handler)
+    def wrapper(req: func.HttpRequest) -> func.HttpResponse:
+        try:
+            return handler(req)
+        except EgressError as exc:
+            return error_response(exc.code, exc.message, exc.http_status)
+        except Exception:
+            logger.exception("unexpected error in %s", handler.__name__)
+            return error_response("internal_error", "Something went wrong on our side; it has been logged.", 500)
+
+    return wrapper
+
+
+def caller(req: func.HttpRequest) -> str:
+    """Who is calling, for the audit trail; in Azure, checks the EgressManager role too.
+
+    App Service authentication sets ``X-MS-CLIENT-PRINCIPAL`` (base64 JSON) and strips any
+    copy a client sends, so it can be trusted when authentication is in front of the app.
+    """
+    settings = get_settings()
+    header = req.headers.get(PRINCIPAL_HEADER)
+    if not header:
+        if settings.require_manager_principal:
+            raise Unauthorized("sign in through the app's Entra ID authentication to use this API")
+        return LOCAL_ACTOR
+    try:
+        principal = json.loads(base64.b64decode(header))
+    except (binascii.Error, ValueError) as exc:
+        raise Unauthorized("the client principal header is not valid") from exc
+    claims = principal.get("claims") or []
+    roles = {c.get("val") for c in claims if c.get("typ") in ("roles", "http://schemas.microsoft.com/ws/2008/06/identity/claims/role")}
+    name = next((c.get("val") for c in claims if c.get("typ") in ("preferred_username", "name", "upn")), None)
+    if settings.require_manager_principal and settings.manager_role not in roles:
+        raise Forbidden(f"the {settings.manager_role} role is needed to manage egress")
+    return str(name or principal.get("userId") or "unknown principal")
+
+
+def json_body(req: func.HttpRequest) -> dict[str, Any]:
+    raw = req.get_body()
+    if not raw:
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise InvalidRequest("the request body is not valid JSON") from exc
+    if not isinstance(body, dict):
+        raise InvalidRequest("the request body must be a JSON object")
+    return body

@@ -1,0 +1,1 @@
+"""The egress service's core: domain and policy, services, adapters."""

@@ -1,0 +1,1 @@
+"""Adapters: one per external service, each translating SDK errors into ``shared.errors``."""

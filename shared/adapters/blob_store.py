@@ -1,0 +1,206 @@
+"""Azure Blob Storage adapter (works the same against Azurite).
+
+Downloads stream in fixed chunks, so memory stays bounded whatever a blob's size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from datetime import datetime
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TypeVar
+
+from azure.core.exceptions import (
+    AzureError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+)
+from azure.storage.blob import AccessPolicy as SdkAccessPolicy
+from azure.storage.blob import BlobServiceClient, ContainerSasPermissions
+
+from shared.errors import ConcurrencyConflict, NotFound, StorageUnavailable
+from shared.ports import AccessPolicy, BlobInfo, BlobStore, FileDigest
+
+logger = logging.getLogger(__name__)
+
+CHUNK_BYTES = 4 * 1024 * 1024
+_LEASE_SECONDS = 15
+_T = TypeVar("_T")
+
+
+def client_options() -> dict[str, int]:
+    """Transfer sizes that keep every download and upload to a few chunks in memory."""
+    return {
+        "max_single_get_size": CHUNK_BYTES,
+        "max_chunk_get_size": CHUNK_BYTES,
+        "max_single_put_size": CHUNK_BYTES,
+        "max_block_size": CHUNK_BYTES,
+    }
+
+
+def _storage_call(what: str, call: Callable[[], _T]) -> _T:
+    try:
+        return call()
+    except ResourceNotFoundError as exc:
+        raise NotFound(f"{what}: not found") from exc
+    except AzureError as exc:
+        raise StorageUnavailable(f"{what}: storage did not answer as expected ({type(exc).__name__})") from exc
+
+
+def _moment(value: datetime | str) -> datetime:
+    """The SDK hands stored policy times back as ISO text."""
+    return value if isinstance(value, datetime) else datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+class AzureBlobStore:
+    """One storage account's blob service."""
+
+    def __init__(self, service: BlobServiceClient) -> None:
+        self._service = service
+        self.account_name: str = service.account_name or ""
+
+    @property
+    def endpoint(self) -> str:
+        return self._service.url.rstrip("/")
+
+    def list_blobs(self, container: str, prefix: str) -> list[BlobInfo]:
+        client = self._service.get_container_client(container)
+        return _storage_call(
+            f"listing {container}/{prefix}",
+            lambda: [BlobInfo(b.name, b.size) for b in client.list_blobs(name_starts_with=prefix)],
+        )
+
+    def chunks(self, container: str, name: str) -> Iterator[bytes]:
+        """The blob's bytes in chunks of at most ``CHUNK_BYTES``."""
+        blob = self._service.get_blob_client(container, name)
+        downloader = _storage_call(f"reading {container}/{name}", lambda: blob.download_blob(max_concurrency=1))
+        try:
+            yield from downloader.chunks()
+        except AzureError as exc:
+            raise StorageUnavailable(f"reading {container}/{name}: the download broke off") from exc
+
+    def digest(self, container: str, name: str) -> FileDigest:
+        sha = hashlib.sha256()
+        size = 0
+        for chunk in self.chunks(container, name):
+            sha.update(chunk)
+            size += len(chunk)
+        return FileDigest(size=size, sha256=sha.hexdigest())
+
+    def read(self, container: str, name: str) -> bytes:
+        return b"".join(self.chunks(container, name))
+
+    def write(self, container: str, name: str, data: bytes) -> None:
+        blob = self._service.get_blob_client(container, name)
+        _storage_call(f"writing {container}/{name}", lambda: blob.upload_blob(data, overwrite=True))
+
+    def ensure_container(self, container: str) -> None:
+        try:
+            self._service.create_container(container)
+        except ResourceExistsError:
+            pass
+        except AzureError as exc:
+            raise StorageUnavailable(f"creating container {container}: {type(exc).__name__}") from exc
+
+    def container_exists(self, container: str) -> bool:
+        client = self._service.get_container_client(container)
+        return _storage_call(f"checking container {container}", client.exists)
+
+    def delete_container(self, container: str) -> None:
+        try:
+            self._service.delete_container(container)
+        except ResourceNotFoundError:
+            pass
+        except AzureError as exc:
+            raise StorageUnavailable(f"deleting container {container}: {type(exc).__name__}") from exc
+
+    def delete_blobs(self, container: str, names: Iterable[str]) -> None:
+        client = self._service.get_container_client(container)
+        for name in names:
+            try:
+                client.delete_blob(name, delete_snapshots="include")
+            except ResourceNotFoundError:
+                continue  # already gone: deleting is idempotent
+            except AzureError as exc:
+                raise StorageUnavailable(f"deleting {container}/{name}: {type(exc).__name__}") from exc
+
+    def copy_into(self, source: BlobStore, source_container: str, name: str, container: str, dest_name: str) -> None:
+        """Copy a blob into this account: server-side within one account, streamed across accounts.
+
+        Across accounts the staging account is private to the Safe Haven's network, so the
+        delivery account's service could not fetch from it; the bytes pass through us in chunks.
+        """
+        dest = self._service.get_blob_client(container, dest_name)
+        if isinstance(source, AzureBlobStore) and source.endpoint == self.endpoint:
+            source_url = source._service.get_blob_client(source_container, name).url
+            props = _storage_call(f"copying {name}", lambda: dest.start_copy_from_url(source_url))
+            status = props.get("copy_status")
+            deadline = time.monotonic() + 600
+            while status == "pending":
+                if time.monotonic() > deadline:
+                    raise StorageUnavailable(f"copying {name}: the server-side copy did not finish in time")
+                time.sleep(0.2)
+                status = _storage_call(f"copying {name}", dest.get_blob_properties).copy.status
+            if status != "success":
+                raise StorageUnavailable(f"copying {name}: the server-side copy ended {status}")
+            return
+        chunks = source.chunks(source_container, name)
+        _storage_call(f"copying {name}", lambda: dest.upload_blob(chunks, overwrite=True, max_concurrency=1))
+
+    def container_url(self, container: str) -> str:
+        return str(self._service.get_container_client(container).url)
+
+    def stored_policies(self, container: str) -> list[AccessPolicy]:
+        client = self._service.get_container_client(container)
+        acl = _storage_call(f"reading the access policies of {container}", client.get_container_access_policy)
+        return [
+            AccessPolicy(policy_id=si.id, start=_moment(si.access_policy.start), expiry=_moment(si.access_policy.expiry))
+            for si in acl["signed_identifiers"]
+        ]
+
+    def update_policies(self, container: str, add: Sequence[AccessPolicy], remove: Sequence[str]) -> None:
+        """Add and remove stored access policies in one read-modify-write, under a container lease.
+
+        The lease serialises concurrent writers (the trigger granting, an operator revoking, the
+        timer expiring); without it one writer could put back a policy another just deleted.
+        """
+        client = self._service.get_container_client(container)
+        lease = self._acquire_lease(container)
+        try:
+            acl = _storage_call(f"reading the access policies of {container}", lambda: client.get_container_access_policy(lease=lease))
+            policies = {si.id: si.access_policy for si in acl["signed_identifiers"]}
+            for policy_id in remove:
+                policies.pop(policy_id, None)
+            for policy in add:
+                policies[policy.policy_id] = SdkAccessPolicy(
+                    permission=ContainerSasPermissions(read=True, list=True),
+                    start=policy.start,
+                    expiry=policy.expiry,
+                )
+            _storage_call(
+                f"writing the access policies of {container}",
+                lambda: client.set_container_access_policy(signed_identifiers=policies, lease=lease),
+            )
+        finally:
+            try:
+                lease.release()
+            except AzureError:
+                logger.warning("could not release the lease on %s; it lapses in %d s", container, _LEASE_SECONDS)
+
+    def _acquire_lease(self, container: str):  # type: ignore[no-untyped-def]
+        client = self._service.get_container_client(container)
+        for attempt in range(40):
+            try:
+                return client.acquire_lease(lease_duration=_LEASE_SECONDS)
+            except ResourceNotFoundError as exc:
+                raise NotFound(f"container {container} does not exist") from exc
+            except HttpResponseError as exc:
+                if exc.status_code != 409:
+                    raise StorageUnavailable(f"leasing {container}: {type(exc).__name__}") from exc
+                time.sleep(min(0.05 * (attempt + 1), 0.5))
+            except AzureError as exc:
+                raise StorageUnavailable(f"leasing {container}: {type(exc).__name__}") from exc
+        raise ConcurrencyConflict(f"container {container} stayed leased by another writer; try again")

@@ -1,0 +1,144 @@
+"""Registry of packages and grants in Azure Table Storage (Azurite serves the same API).
+
+Tables: ``<prefix>packages`` (PartitionKey = package id) and ``<prefix>grants``
+(PartitionKey = package id, RowKey = grant id). Every update is conditional on the ETag the
+record was read with; a lost race raises ``ConcurrencyConflict`` instead of overwriting.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from azure.core import MatchConditions
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError
+from azure.data.tables import TableClient, TableServiceClient, UpdateMode
+from pydantic import BaseModel
+
+from shared.domain.records import GrantRecord, GrantStatus, PackageRecord, PackageStatus
+from shared.errors import ConcurrencyConflict, StorageUnavailable
+
+_PACKAGE_ROW = "package"
+_LIST_FIELDS = {"rejection_reasons", "ip_ranges"}  # tables have no list type: stored as JSON text
+_R = TypeVar("_R", bound=BaseModel)
+
+
+def _to_entity(record: BaseModel, partition: str, row: str) -> dict[str, Any]:
+    entity: dict[str, Any] = {"PartitionKey": partition, "RowKey": row}
+    for key, value in record.model_dump(mode="python").items():
+        if value is None:
+            continue
+        if isinstance(value, list):
+            entity[key] = json.dumps(value)
+        elif hasattr(value, "value") and isinstance(value.value, str):  # StrEnum
+            entity[key] = value.value
+        else:
+            entity[key] = value
+    return entity
+
+
+def _from_entity(model: type[_R], entity: dict[str, Any]) -> _R:
+    data = {k: v for k, v in entity.items() if k not in ("PartitionKey", "RowKey")}
+    for name in _LIST_FIELDS & data.keys():
+        data[name] = json.loads(data[name])
+    etag = entity.metadata.get("etag") if hasattr(entity, "metadata") else None
+    return model.model_validate({**data, "etag": etag})
+
+
+_T = TypeVar("_T")
+
+
+def _call(what: str, call: Callable[[], _T]) -> _T:
+    try:
+        return call()
+    except ResourceModifiedError as exc:
+        raise ConcurrencyConflict(f"{what}: changed by someone else since it was read") from exc
+    except ResourceExistsError as exc:
+        raise ConcurrencyConflict(f"{what}: already exists") from exc
+    except AzureError as exc:
+        raise StorageUnavailable(f"{what}: the registry did not answer ({type(exc).__name__})") from exc
+
+
+class TableRegistry:
+    """Package and grant records with optimistic concurrency."""
+
+    def __init__(self, service: TableServiceClient, prefix: str = "egress") -> None:
+        self._packages: TableClient = service.get_table_client(f"{prefix}packages")
+        self._grants: TableClient = service.get_table_client(f"{prefix}grants")
+
+    def ensure_tables(self) -> None:
+        for table in (self._packages, self._grants):
+            try:
+                table.create_table()
+            except ResourceExistsError:
+                pass
+            except AzureError as exc:
+                raise StorageUnavailable(f"creating table {table.table_name}: {type(exc).__name__}") from exc
+
+    def _get(self, table: TableClient, model: type[_R], partition: str, row: str) -> _R | None:
+        try:
+            entity = table.get_entity(partition, row)
+        except AzureError as exc:
+            if getattr(exc, "status_code", None) == 404:
+                return None
+            raise StorageUnavailable(f"reading {table.table_name}: {type(exc).__name__}") from exc
+        return _from_entity(model, entity)
+
+    def _create(self, table: TableClient, model: type[_R], record: _R, partition: str, row: str) -> _R:
+        meta = _call(f"creating {table.table_name} {partition}/{row}", lambda: table.create_entity(_to_entity(record, partition, row)))
+        return record.model_copy(update={"etag": meta.get("etag")})
+
+    def _update(self, table: TableClient, record: _R, partition: str, row: str) -> _R:
+        etag = getattr(record, "etag", None)
+        if etag is None:
+            raise ConcurrencyConflict(f"{partition}/{row}: update without a prior read")
+        meta = _call(
+            f"updating {table.table_name} {partition}/{row}",
+            lambda: table.update_entity(
+                _to_entity(record, partition, row),
+                mode=UpdateMode.REPLACE,
+                etag=etag,
+                match_condition=MatchConditions.IfNotModified,
+            ),
+        )
+        return record.model_copy(update={"etag": meta.get("etag")})
+
+    def _query(self, table: TableClient, model: type[_R], conditions: dict[str, str]) -> list[_R]:
+        query = " and ".join(f"{key} eq @{key}" for key in conditions)
+        if query:
+            rows = _call(f"querying {table.table_name}", lambda: list(table.query_entities(query, parameters=conditions)))
+        else:
+            rows = _call(f"listing {table.table_name}", lambda: list(table.list_entities()))
+        return [_from_entity(model, row) for row in rows]
+
+    def get_package(self, package_id: str) -> PackageRecord | None:
+        return self._get(self._packages, PackageRecord, package_id, _PACKAGE_ROW)
+
+    def create_package(self, record: PackageRecord) -> PackageRecord:
+        return self._create(self._packages, PackageRecord, record, record.package_id, _PACKAGE_ROW)
+
+    def update_package(self, record: PackageRecord) -> PackageRecord:
+        return self._update(self._packages, record, record.package_id, _PACKAGE_ROW)
+
+    def list_packages(self, status: PackageStatus | None = None) -> list[PackageRecord]:
+        return self._query(self._packages, PackageRecord, {"status": status.value} if status else {})
+
+    def get_grant(self, grant_id: str) -> GrantRecord | None:
+        found = self._query(self._grants, GrantRecord, {"RowKey": grant_id})
+        return found[0] if found else None
+
+    def create_grant(self, record: GrantRecord) -> GrantRecord:
+        return self._create(self._grants, GrantRecord, record, record.package_id, record.grant_id)
+
+    def update_grant(self, record: GrantRecord) -> GrantRecord:
+        return self._update(self._grants, record, record.package_id, record.grant_id)
+
+    def list_grants(self, package_id: str | None = None, status: GrantStatus | None = None) -> list[GrantRecord]:
+        conditions: dict[str, str] = {}
+        if package_id:
+            conditions["PartitionKey"] = package_id
+        if status:
+            conditions["status"] = status.value
+        grants = self._query(self._grants, GrantRecord, conditions)
+        return sorted(grants, key=lambda g: (g.package_id, g.recipient_index))

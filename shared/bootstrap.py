@@ -1,0 +1,161 @@
+"""Composition root: builds credentials, SDK clients, adapters and services once per worker."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from azure.communication.email import EmailClient
+from azure.data.tables import TableServiceClient
+from azure.keyvault.secrets import SecretClient
+from azure.storage.blob import BlobServiceClient
+
+from shared.adapters.audit_log import BlobAuditTrail
+from shared.adapters.blob_store import AzureBlobStore, client_options
+from shared.adapters.email import AcsEmailSender, SmtpEmailSender
+from shared.adapters.sas import SasLinkMinter
+from shared.adapters.secrets import KeyVaultSigningKeys, LocalSigningKeys
+from shared.adapters.table_registry import TableRegistry
+from shared.ports import Clock, EmailSender, SigningKeys
+from shared.services.egress import EgressConfig, EgressService
+from shared.services.expiry import ExpiryService
+from shared.services.grants import GrantService
+from shared.settings import Settings, get_settings
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    egress: EgressService
+    grants: GrantService
+    expiry: ExpiryService
+    audit: BlobAuditTrail
+    registry: TableRegistry
+    staging: AzureBlobStore
+    delivery: AzureBlobStore
+
+
+def _credential() -> Any:
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential()
+
+
+def _blob_service(connection: str | None, service_uri: str | None) -> BlobServiceClient:
+    if service_uri:
+        return BlobServiceClient(service_uri, credential=_credential(), **client_options())
+    assert connection
+    return BlobServiceClient.from_connection_string(connection, **client_options())
+
+
+def _signing_keys(settings: Settings, delivery: BlobServiceClient) -> SigningKeys:
+    if settings.key_vault_url:
+        client = SecretClient(settings.key_vault_url, credential=_credential())
+        return KeyVaultSigningKeys(client, settings.signing_key_secret_name)
+    return LocalSigningKeys(getattr(delivery.credential, "account_key", None))
+
+
+def _email(settings: Settings) -> EmailSender:
+    if settings.email_backend == "acs":
+        if settings.acs_connection_string:
+            client = EmailClient.from_connection_string(settings.acs_connection_string)
+        else:
+            client = EmailClient(settings.acs_endpoint or "", credential=_credential())
+        return AcsEmailSender(client, settings.email_sender)
+    return SmtpEmailSender(settings.smtp_host, settings.smtp_port, settings.email_sender)
+
+
+def build_services(
+    settings: Settings,
+    *,
+    email: EmailSender | None = None,
+    keys: SigningKeys | None = None,
+    clock: Clock | None = None,
+) -> Services:
+    """Wire every service from ``settings``; tests may pass their own email sender, key source or clock."""
+    staging_client = _blob_service(settings.egress_storage, settings.egress_blob_service_uri)
+    delivery_client = (
+        BlobServiceClient.from_connection_string(settings.delivery_storage, **client_options())
+        if settings.delivery_storage
+        else staging_client
+    )
+    if settings.egress_table_service_uri:
+        tables = TableServiceClient(settings.egress_table_service_uri, credential=_credential())
+    else:
+        tables = TableServiceClient.from_connection_string(settings.egress_storage)
+    staging = AzureBlobStore(staging_client)
+    delivery = AzureBlobStore(delivery_client)
+    registry = TableRegistry(tables, settings.registry_table_prefix)
+    clock = clock or SystemClock()
+    audit = BlobAuditTrail(staging_client, settings.audit_container, clock.now)
+    sender = email or _email(settings)
+    signing = keys or _signing_keys(settings, delivery_client)
+
+    registry.ensure_tables()
+    audit.ensure_container()
+    staging.ensure_container(settings.staging_container)
+    staging.ensure_container(settings.records_container)
+
+    egress = EgressService(
+        staging=staging,
+        delivery=delivery,
+        registry=registry,
+        audit=audit,
+        links=SasLinkMinter(delivery, signing, allow_http=settings.sas_allow_http),
+        email=sender,
+        clock=clock,
+        config=EgressConfig(
+            staging_container=settings.staging_container,
+            records_container=settings.records_container,
+            system_manager_email=settings.system_manager_email,
+            policy=settings.policy(),
+            workers=settings.copy_workers,
+        ),
+    )
+    grants = GrantService(
+        registry=registry,
+        delivery=delivery,
+        records=staging,
+        records_container=settings.records_container,
+        audit=audit,
+        email=sender,
+        clock=clock,
+        system_manager_email=settings.system_manager_email,
+    )
+    expiry = ExpiryService(
+        registry=registry,
+        delivery=delivery,
+        audit=audit,
+        email=sender,
+        clock=clock,
+        system_manager_email=settings.system_manager_email,
+        retention=timedelta(hours=settings.retention_hours),
+    )
+    return Services(settings, egress, grants, expiry, audit, registry, staging, delivery)
+
+
+_lock = threading.Lock()
+_services: Services | None = None
+
+
+def get_services() -> Services:
+    """The worker's services, built on first use (not at import, so indexing needs no storage)."""
+    global _services
+    with _lock:
+        if _services is None:
+            _services = build_services(get_settings())
+        return _services
+
+
+def reset_services() -> None:
+    """Forget the built services (tests change settings between cases)."""
+    global _services
+    with _lock:
+        _services = None

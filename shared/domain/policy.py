@@ -1,0 +1,135 @@
+"""Classification policy: which classified packages may leave, to whom, from where, how long.
+
+Pure functions over a parsed manifest. Every broken rule becomes one reason a person can act
+on; all of them are returned together so the classification team can fix them in one pass.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from shared.domain.manifest import Manifest, Method, Role, email_domain
+
+MAX_RECIPIENTS = 5  # a container holds at most five stored access policies
+NEVER_LEAVES_TIER = 4
+
+
+@dataclass(frozen=True)
+class TierLimit:
+    max_expiry_hours: int
+    same_domain: bool  # recipients must share the data provider representative's email domain
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    tiers: dict[int, TierLimit] = field(
+        default_factory=lambda: {
+            0: TierLimit(336, False),
+            1: TierLimit(336, False),
+            2: TierLimit(72, True),
+            3: TierLimit(72, True),
+        }
+    )
+    max_ip_prefix: int = 24  # blocks wider than this (a smaller prefix length) are refused
+
+
+def ip_range_problem(value: str, max_prefix: int) -> str | None:
+    """Why ``value`` cannot be a SAS ``sip``, or None when it can."""
+    try:
+        network = ipaddress.ip_network(value, strict=True)
+    except ValueError:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            return "is not an IPv4 address or CIDR block"
+        return "has host bits set (write the block's first address, e.g. 198.51.100.0/28)"
+    if network.version != 4:
+        return "is IPv6; Azure SAS tokens accept IPv4 addresses only"
+    checks = (
+        (network.network_address.is_unspecified, "is unspecified (0.0.0.0 means any address)"),
+        (network.is_loopback, "is a loopback address"),
+        (network.is_link_local, "is link-local"),
+        (network.is_multicast, "is multicast"),
+        (
+            any(network.overlaps(block) for block in _RFC1918),
+            "is a private (RFC 1918) address; give the public address your organisation uses",
+        ),
+    )
+    for failed, reason in checks:
+        if failed:
+            return reason
+    if network.prefixlen < max_prefix:
+        return f"is wider than /{max_prefix}; list narrower blocks"
+    return None
+
+
+_RFC1918 = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
+
+
+def sas_ip(value: str) -> str:
+    """The ``sip`` form of a declared range: one address, or 'first-last' for a block."""
+    network = ipaddress.ip_network(value)
+    if network.num_addresses == 1:
+        return str(network.network_address)
+    return f"{network.network_address}-{network.broadcast_address}"
+
+
+def policy_problems(manifest: Manifest, config: PolicyConfig) -> list[str]:
+    """Every classification-policy rule ``manifest`` breaks (empty when it may leave)."""
+    reasons: list[str] = []
+    cls = manifest.classification
+    by_role: dict[Role, int] = {}
+    for decision in cls.decisions:
+        by_role[decision.role] = by_role.get(decision.role, 0) + 1
+    required = [Role.DATA_PROVIDER_REPRESENTATIVE, Role.INVESTIGATOR]
+    highest = max(d.tier for d in cls.decisions)
+    if max(highest, cls.tier) >= 2:
+        required.append(Role.REFEREE)
+    for role in required:
+        if role not in by_role:
+            reasons.append(f"classification: no decision from the {role.value} (required at tier {max(highest, cls.tier)})")
+    for role, count in by_role.items():
+        if count > 1:
+            reasons.append(f"classification: the {role.value} decided {count} times; each role decides once")
+    emails = [d.email.lower() for d in cls.decisions]
+    duplicates = sorted({e for e in emails if emails.count(e) > 1})
+    for email in duplicates:
+        reasons.append(f"classification: {email} decided in more than one role; the people must be distinct")
+    if cls.tier != highest:
+        reasons.append(
+            f"classification.tier is {cls.tier} but the highest decision is tier {highest}; "
+            "without agreement the highest tier wins"
+        )
+    tier = max(cls.tier, highest)
+    if tier >= NEVER_LEAVES_TIER:
+        reasons.append("tier 4 outputs never leave the Safe Haven")
+        return reasons
+
+    limit = config.tiers[tier]
+    if not 1 <= manifest.expires_in_hours <= limit.max_expiry_hours:
+        reasons.append(
+            f"expires_in_hours is {manifest.expires_in_hours}; at tier {tier} it must be 1 to {limit.max_expiry_hours}"
+        )
+    if not 1 <= len(manifest.recipients) <= MAX_RECIPIENTS:
+        reasons.append(f"recipients: {len(manifest.recipients)} listed; 1 to {MAX_RECIPIENTS} are allowed")
+    provider = next((d for d in cls.decisions if d.role == Role.DATA_PROVIDER_REPRESENTATIVE), None)
+    recipient_emails = [r.email.lower() for r in manifest.recipients]
+    for i, recipient in enumerate(manifest.recipients):
+        if recipient_emails.count(recipient.email.lower()) > 1 and recipient_emails.index(recipient.email.lower()) < i:
+            reasons.append(f"recipients[{i}]: {recipient.email} is listed twice")
+        if limit.same_domain and provider is not None and email_domain(recipient.email) != email_domain(provider.email):
+            reasons.append(
+                f"recipients[{i}]: {recipient.email} is outside the data provider's domain "
+                f"@{email_domain(provider.email)}; tier {tier} outputs go back only to the data owner"
+            )
+        if manifest.method == Method.STORAGE_EXPLORER and not recipient.ip_ranges:
+            reasons.append(
+                f"recipients[{i}]: ip_ranges is required for storage_explorer "
+                "(the public IPv4 addresses the recipient downloads from)"
+            )
+        for j, value in enumerate(recipient.ip_ranges):
+            problem = ip_range_problem(value, config.max_ip_prefix)
+            if problem:
+                reasons.append(f"recipients[{i}].ip_ranges[{j}] {value!r} {problem}")
+    return reasons

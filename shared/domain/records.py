@@ -1,0 +1,117 @@
+"""Registry records (packages and grants) and their state machines.
+
+A status only changes along an edge of the transition tables below; ``transition`` is the
+one way to change it, so an illegal move is a bug that fails loudly rather than a silent
+overwrite.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.errors import IllegalTransition
+
+
+class PackageStatus(StrEnum):
+    PROCESSING = "processing"  # claimed by a trigger; verifying and sealing
+    REJECTED = "rejected"  # kept in staging with reasons; a corrected manifest may follow
+    SEALED = "sealed"  # copied into egress-<id> and verified; grants being issued
+    GRANTED = "granted"  # every recipient has been sent their link (or key instructions)
+    CLOSED = "closed"  # retention passed; egressed data deleted
+
+
+class GrantStatus(StrEnum):
+    ACTIVE = "active"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+
+
+PACKAGE_TRANSITIONS: dict[PackageStatus, frozenset[PackageStatus]] = {
+    PackageStatus.PROCESSING: frozenset({PackageStatus.REJECTED, PackageStatus.SEALED}),
+    PackageStatus.REJECTED: frozenset({PackageStatus.PROCESSING}),
+    PackageStatus.SEALED: frozenset({PackageStatus.GRANTED}),
+    PackageStatus.GRANTED: frozenset({PackageStatus.CLOSED}),
+    PackageStatus.CLOSED: frozenset(),
+}
+
+GRANT_TRANSITIONS: dict[GrantStatus, frozenset[GrantStatus]] = {
+    GrantStatus.ACTIVE: frozenset({GrantStatus.REVOKED, GrantStatus.EXPIRED}),
+    GrantStatus.REVOKED: frozenset(),
+    GrantStatus.EXPIRED: frozenset(),
+}
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    etag: str | None = Field(default=None, exclude=True)
+
+
+class PackageRecord(_Record):
+    """What the registry knows about one work package (never a token or key)."""
+
+    package_id: str
+    status: PackageStatus
+    manifest_sha256: str
+    title: str = ""
+    tier: int | None = None
+    method: str | None = None
+    file_count: int = 0
+    total_bytes: int = 0
+    recipient_count: int = 0
+    expires_in_hours: int | None = None
+    rejection_reasons: list[str] = Field(default_factory=list)
+    created_at: datetime
+    updated_at: datetime
+    sealed_at: datetime | None = None
+    granted_at: datetime | None = None
+    closed_at: datetime | None = None
+
+    def transition(self, to: PackageStatus, **changes: object) -> PackageRecord:
+        if to not in PACKAGE_TRANSITIONS[self.status]:
+            raise IllegalTransition(f"package {self.package_id}: {self.status} -> {to} is not allowed")
+        return self.model_copy(update={"status": to, **changes})
+
+
+class GrantRecord(_Record):
+    """One recipient's access to one sealed package: a stored access policy plus its links."""
+
+    grant_id: str
+    package_id: str
+    recipient_index: int
+    recipient_name: str
+    recipient_email: str
+    policy_id: str
+    ip_ranges: list[str]
+    status: GrantStatus
+    created_at: datetime
+    expires_at: datetime
+    notified_at: datetime | None = None
+    revoked_at: datetime | None = None
+    revoked_by: str | None = None
+    revoke_reason: str | None = None
+    ended_at: datetime | None = None
+
+    def transition(self, to: GrantStatus, **changes: object) -> GrantRecord:
+        if to not in GRANT_TRANSITIONS[self.status]:
+            raise IllegalTransition(f"grant {self.grant_id}: {self.status} -> {to} is not allowed")
+        return self.model_copy(update={"status": to, **changes})
+
+    def public_view(self) -> dict[str, object]:
+        """The grant as the HTTP API shows it (there is no token in a record to leak)."""
+        return {
+            "grant_id": self.grant_id,
+            "package_id": self.package_id,
+            "recipient": {"name": self.recipient_name, "email": self.recipient_email},
+            "status": self.status.value,
+            "created_at": self.created_at.isoformat(),
+            "expires_at": self.expires_at.isoformat(),
+            "ip_ranges": list(self.ip_ranges),
+            "notified_at": self.notified_at.isoformat() if self.notified_at else None,
+            "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
+            "revoked_by": self.revoked_by,
+            "revoke_reason": self.revoke_reason,
+        }

@@ -1,0 +1,114 @@
+"""The small interfaces the services depend on; ``shared.adapters`` implements each once.
+
+Tests use the real adapters against Azurite and an SMTP sink, or in-memory fakes of these
+protocols for pure service tests. No SDK type crosses these interfaces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from shared.domain.audit import AuditEntry
+from shared.domain.records import GrantRecord, GrantStatus, PackageRecord, PackageStatus
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    name: str
+    size: int
+
+
+@dataclass(frozen=True)
+class FileDigest:
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class AccessPolicy:
+    """A stored access policy: read + list between ``start`` and ``expiry``."""
+
+    policy_id: str
+    start: datetime
+    expiry: datetime
+
+
+@dataclass(frozen=True)
+class OutgoingEmail:
+    to: str
+    subject: str
+    text: str
+    html: str
+    idempotency_key: str | None = None  # a UUID: the same key never sends twice where the backend supports it
+
+
+@dataclass(frozen=True)
+class Link:
+    """A SAS URL that works from one declared address or block. Secret: email it, never log it."""
+
+    ip_range: str
+    url: str
+
+    def __repr__(self) -> str:  # keep the token out of tracebacks and debug logs
+        return f"Link(ip_range={self.ip_range!r}, url=<redacted>)"
+
+
+class BlobStore(Protocol):
+    """Blob containers of one storage account."""
+
+    account_name: str
+
+    def list_blobs(self, container: str, prefix: str) -> list[BlobInfo]: ...
+    def chunks(self, container: str, name: str) -> Iterator[bytes]: ...
+    def digest(self, container: str, name: str) -> FileDigest: ...
+    def read(self, container: str, name: str) -> bytes: ...
+    def write(self, container: str, name: str, data: bytes) -> None: ...
+    def ensure_container(self, container: str) -> None: ...
+    def container_exists(self, container: str) -> bool: ...
+    def delete_container(self, container: str) -> None: ...
+    def delete_blobs(self, container: str, names: Iterable[str]) -> None: ...
+    def copy_into(self, source: BlobStore, source_container: str, name: str, container: str, dest_name: str) -> None: ...
+    def container_url(self, container: str) -> str: ...
+    def stored_policies(self, container: str) -> list[AccessPolicy]: ...
+    def update_policies(self, container: str, add: Sequence[AccessPolicy], remove: Sequence[str]) -> None: ...
+
+
+class Registry(Protocol):
+    """Packages and grants, with ETag concurrency on every write."""
+
+    def get_package(self, package_id: str) -> PackageRecord | None: ...
+    def create_package(self, record: PackageRecord) -> PackageRecord: ...
+    def update_package(self, record: PackageRecord) -> PackageRecord: ...
+    def list_packages(self, status: PackageStatus | None = None) -> list[PackageRecord]: ...
+    def get_grant(self, grant_id: str) -> GrantRecord | None: ...
+    def create_grant(self, record: GrantRecord) -> GrantRecord: ...
+    def update_grant(self, record: GrantRecord) -> GrantRecord: ...
+    def list_grants(self, package_id: str | None = None, status: GrantStatus | None = None) -> list[GrantRecord]: ...
+
+
+class AuditTrail(Protocol):
+    """Append-only, hash-chained events of each package."""
+
+    def append(self, package_id: str, action: str, actor: str, details: dict[str, Any]) -> AuditEntry: ...
+    def read(self, package_id: str) -> list[AuditEntry]: ...
+
+
+class SigningKeys(Protocol):
+    """The delivery account's key that signs SAS tokens (Key Vault in Azure)."""
+
+    def account_key(self) -> str: ...
+
+
+class LinkMinter(Protocol):
+    def links(self, container: str, policy_id: str, ip_ranges: list[str]) -> list[Link]: ...
+
+
+class EmailSender(Protocol):
+    def send(self, message: OutgoingEmail) -> None: ...
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...

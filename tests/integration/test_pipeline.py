@@ -1,0 +1,185 @@
+"""The core pipeline on a real Azurite and a real SMTP sink: stage -> sealed, granted, emailed."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+from azure.core.exceptions import HttpResponseError
+from azure.storage.blob import ContainerClient
+
+from shared.bootstrap import Services
+from shared.domain.audit import verify_chain
+from shared.domain.records import GrantStatus, PackageStatus
+from shared.services.egress import Outcome
+from tests.conftest import MANAGER
+from tests.support.packages import SAMPLE_FILES, manifest_for, new_package_id, stage, staged
+from tests.support.servers import SmtpSink, body_text
+
+pytestmark = pytest.mark.integration
+
+LINK_RE = re.compile(r"From (\S+): (http\S+)")
+
+
+def links_in(smtp: SmtpSink, address: str) -> dict[str, str]:
+    (message,) = smtp.to(address)
+    return dict(LINK_RE.findall(body_text(message)))
+
+
+def egress(services: Services, blob_service, files=SAMPLE_FILES, **overrides) -> tuple[str, bytes]:
+    package_id = new_package_id()
+    raw = stage(blob_service, services.settings.staging_container, package_id, files, manifest_for(package_id, files, **overrides))
+    return package_id, raw
+
+
+def test_a_classified_package_is_sealed_granted_and_emailed(services: Services, blob_service, smtp: SmtpSink) -> None:
+    package_id, raw = egress(services, blob_service)
+
+    assert services.egress.process(package_id, raw) == Outcome.GRANTED
+
+    record = services.registry.get_package(package_id)
+    assert record is not None and record.status == PackageStatus.GRANTED
+    assert staged(blob_service, services.settings.staging_container, package_id) == {}, "staging is emptied once sealed"
+    sealed = blob_service.get_container_client(f"egress-{package_id}")
+    assert {b.name for b in sealed.list_blobs()} == set(SAMPLE_FILES)
+
+    (grant,) = services.registry.list_grants(package_id=package_id)
+    assert grant.status == GrantStatus.ACTIVE and grant.notified_at is not None
+    links = links_in(smtp, "ada@provider.example")
+    assert set(links) == {"203.0.113.7", "198.51.100.0/28"}
+
+    manager_mail = smtp.to(MANAGER)
+    assert len(manager_mail) == 1 and grant.grant_id in body_text(manager_mail[0])
+    assert "sig=" not in manager_mail[0].as_string()
+
+    assert verify_chain(services.audit.read(package_id)) == []
+    actions = [e.action for e in services.audit.read(package_id)]
+    assert actions == ["manifest_received", "sealed", "grant_created", "recipient_notified", "granted"]
+
+
+def test_the_token_is_bound_to_its_policy_address_and_https(services: Services, blob_service, smtp: SmtpSink) -> None:
+    package_id, raw = egress(services, blob_service)
+    services.egress.process(package_id, raw)
+    (grant,) = services.registry.list_grants(package_id=package_id)
+
+    for ip_range, url in links_in(smtp, "ada@provider.example").items():
+        query = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+        assert query["si"] == grant.policy_id
+        assert query["sr"] == "c"
+        assert query["spr"] == "https,http"  # SAS_ALLOW_HTTP for Azurite; https alone by default
+        assert query["sip"] == {"203.0.113.7": "203.0.113.7", "198.51.100.0/28": "198.51.100.0-198.51.100.15"}[ip_range]
+        assert "sp" not in query and "se" not in query, "permissions and expiry live in the stored policy only"
+
+    policies = {p.policy_id: p for p in services.delivery.stored_policies(f"egress-{package_id}")}
+    assert set(policies) == {grant.policy_id}
+    assert policies[grant.policy_id].expiry == grant.expires_at.replace(microsecond=0)
+
+
+def test_https_only_by_default(settings, clock, blob_service, smtp: SmtpSink) -> None:
+    from shared.bootstrap import build_services
+
+    services = build_services(settings.model_copy(update={"sas_allow_http": False}), clock=clock)
+    package_id, raw = egress(services, blob_service)
+    services.egress.process(package_id, raw)
+    for url in links_in(smtp, "ada@provider.example").values():
+        assert parse_qs(urlsplit(url).query)["spr"] == ["https"]
+
+
+def test_the_link_reads_and_lists_but_cannot_write_delete_or_reach_elsewhere(services: Services, blob_service, smtp: SmtpSink) -> None:
+    package_id, raw = egress(services, blob_service)
+    services.egress.process(package_id, raw)
+    url = next(iter(links_in(smtp, "ada@provider.example").values()))
+    container = ContainerClient.from_container_url(url)
+
+    names = sorted(b.name for b in container.list_blobs())
+    assert names == sorted(SAMPLE_FILES)
+    for name in names:
+        data = container.download_blob(name).readall()
+        assert hashlib.sha256(data).hexdigest() == hashlib.sha256(SAMPLE_FILES[name]).hexdigest()
+
+    with pytest.raises(HttpResponseError) as upload:
+        container.upload_blob("intruder.txt", b"x")
+    assert upload.value.status_code == 403
+    with pytest.raises(HttpResponseError) as delete:
+        container.delete_blob(names[0])
+    assert delete.value.status_code == 403
+    other_url = url.replace(f"egress-{package_id}", services.settings.staging_container)
+    assert requests.get(other_url + "&restype=container&comp=list", timeout=10).status_code == 403
+
+
+def test_revoking_kills_the_link_at_once_and_again_is_harmless(services: Services, blob_service, smtp: SmtpSink) -> None:
+    package_id, raw = egress(services, blob_service)
+    services.egress.process(package_id, raw)
+    url = next(iter(links_in(smtp, "ada@provider.example").values()))
+    list_url = url + "&restype=container&comp=list"
+    assert requests.get(list_url, timeout=10).status_code == 200
+    (grant,) = services.registry.list_grants(package_id=package_id)
+    smtp.clear()
+
+    revoked = services.grants.revoke_grant(grant.grant_id, "sm@dsh.example", "link forwarded by mistake")
+
+    assert revoked["status"] == "revoked" and revoked["revoked_by"] == "sm@dsh.example"
+    assert requests.get(list_url, timeout=10).status_code == 403
+    assert len(smtp.to(MANAGER)) == 1
+    again = services.grants.revoke_grant(grant.grant_id, "sm@dsh.example", "again")
+    assert again["revoke_reason"] == "link forwarded by mistake"
+    assert len(smtp.to(MANAGER)) == 1, "a repeated revoke changes nothing"
+    assert [e.action for e in services.audit.read(package_id)].count("grant_revoked") == 1
+
+
+def test_the_same_manifest_twice_gives_one_grant_and_one_email(services: Services, blob_service, smtp: SmtpSink) -> None:
+    package_id, raw = egress(services, blob_service)
+    assert services.egress.process(package_id, raw) == Outcome.GRANTED
+    audit_length = len(services.audit.read(package_id))
+
+    assert services.egress.process(package_id, raw) == Outcome.UNCHANGED
+
+    assert len(services.registry.list_grants(package_id=package_id)) == 1
+    assert len(smtp.to("ada@provider.example")) == 1
+    assert len(smtp.to(MANAGER)) == 1
+    assert len(services.audit.read(package_id)) == audit_length
+
+
+def test_a_link_dies_at_expiry_and_the_timer_records_it(services: Services, blob_service, smtp: SmtpSink, clock) -> None:
+    import time
+    from datetime import timedelta
+
+    package_id, raw = egress(services, blob_service, expires_in_hours=1)
+    clock.offset = -timedelta(hours=1) + timedelta(seconds=3)  # the grant is made "an hour ago" less 3 s
+    services.egress.process(package_id, raw)
+    clock.offset = timedelta()
+    url = next(iter(links_in(smtp, "ada@provider.example").values()))
+    list_url = url + "&restype=container&comp=list"
+    assert requests.get(list_url, timeout=10).status_code == 200
+    time.sleep(4.5)
+    assert requests.get(list_url, timeout=10).status_code == 403, "Azurite enforces the policy's expiry"
+    smtp.clear()
+
+    report = services.expiry.sweep()
+
+    (grant,) = services.registry.list_grants(package_id=package_id)
+    assert grant.grant_id in report.expired and grant.status == GrantStatus.EXPIRED
+    assert services.delivery.stored_policies(f"egress-{package_id}") == []
+    assert "expired" in smtp.to(MANAGER)[0]["Subject"]
+    assert services.expiry.sweep().expired == [], "a second sweep finds nothing more to do"
+
+
+def test_retention_closes_the_package_and_deletes_the_egressed_copy(services: Services, blob_service, smtp: SmtpSink, clock) -> None:
+    from datetime import timedelta
+
+    package_id, raw = egress(services, blob_service)
+    services.egress.process(package_id, raw)
+    services.grants.revoke_package(package_id, "sm@dsh.example", "done")
+    assert services.expiry.sweep().closed == [], "retention has not passed yet"
+
+    clock.offset = timedelta(hours=25)
+    report = services.expiry.sweep()
+
+    assert report.closed == [package_id]
+    record = services.registry.get_package(package_id)
+    assert record is not None and record.status == PackageStatus.CLOSED
+    assert not blob_service.get_container_client(f"egress-{package_id}").exists()
+    assert verify_chain(services.audit.read(package_id)) == []

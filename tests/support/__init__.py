@@ -1,0 +1,1 @@
+"""Test helpers: local servers (Azurite, SMTP sink) and package builders."""

@@ -18,11 +18,11 @@ install: $(VENV)/.installed node_modules/.installed
 
 lint: install
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check shared functions function_app.py
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-test: install
+test: install lint
 	$(PY) -m pytest -q
 
 bench: install

@@ -29,7 +29,9 @@ def error_response(code: str, message: str, status: int) -> func.HttpResponse:
     return json_response({"error": code, "message": message}, status)
 
 
-def handles_errors(handler: Callable[[func.HttpRequest], func.HttpResponse]) -> Callable[[func.HttpRequest], func.HttpResponse]:
+def handles_errors(
+    handler: Callable[[func.HttpRequest], func.HttpResponse],
+) -> Callable[[func.HttpRequest], func.HttpResponse]:
     """Map typed errors to their status; anything unexpected becomes a 500 without a stack trace."""
 
     @functools.wraps(handler)
@@ -62,7 +64,11 @@ def caller(req: func.HttpRequest) -> str:
     except (binascii.Error, ValueError) as exc:
         raise Unauthorized("the client principal header is not valid") from exc
     claims = principal.get("claims") or []
-    roles = {c.get("val") for c in claims if c.get("typ") in ("roles", "http://schemas.microsoft.com/ws/2008/06/identity/claims/role")}
+    roles = {
+        c.get("val")
+        for c in claims
+        if c.get("typ") in ("roles", "http://schemas.microsoft.com/ws/2008/06/identity/claims/role")
+    }
     name = next((c.get("val") for c in claims if c.get("typ") in ("preferred_username", "name", "upn")), None)
     if settings.require_manager_principal and settings.manager_role not in roles:
         raise Forbidden(f"the {settings.manager_role} role is needed to manage egress")

@@ -47,7 +47,9 @@ def revoke_grant(req: func.HttpRequest) -> func.HttpResponse:
 @handles_errors
 def revoke_package(req: func.HttpRequest) -> func.HttpResponse:
     actor = caller(req)
-    return json_response(get_services().grants.revoke_package(req.route_params["package_id"], actor, _revoke_reason(req)))
+    return json_response(
+        get_services().grants.revoke_package(req.route_params["package_id"], actor, _revoke_reason(req))
+    )
 
 
 @bp.function_name("list_grants")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.domain.policy import PolicyConfig, TierLimit
@@ -75,7 +75,7 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """Settings of this worker, read once from the environment."""
-    return Settings()  # type: ignore[call-arg]
+    return Settings()
 
 
 def blob_trigger_source() -> str:

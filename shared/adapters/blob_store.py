@@ -8,9 +8,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from datetime import datetime
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TypeVar
+from datetime import datetime
+from typing import Any, TypeVar
 
 from azure.core.exceptions import (
     AzureError,
@@ -31,7 +31,7 @@ _LEASE_SECONDS = 15
 _T = TypeVar("_T")
 
 
-def client_options() -> dict[str, int]:
+def client_options() -> dict[str, Any]:
     """Transfer sizes that keep every download and upload to a few chunks in memory."""
     return {
         "max_single_get_size": CHUNK_BYTES,
@@ -157,7 +157,9 @@ class AzureBlobStore:
         client = self._service.get_container_client(container)
         acl = _storage_call(f"reading the access policies of {container}", client.get_container_access_policy)
         return [
-            AccessPolicy(policy_id=si.id, start=_moment(si.access_policy.start), expiry=_moment(si.access_policy.expiry))
+            AccessPolicy(
+                policy_id=si.id, start=_moment(si.access_policy.start), expiry=_moment(si.access_policy.expiry)
+            )
             for si in acl["signed_identifiers"]
         ]
 
@@ -170,7 +172,9 @@ class AzureBlobStore:
         client = self._service.get_container_client(container)
         lease = self._acquire_lease(container)
         try:
-            acl = _storage_call(f"reading the access policies of {container}", lambda: client.get_container_access_policy(lease=lease))
+            acl = _storage_call(
+                f"reading the access policies of {container}", lambda: client.get_container_access_policy(lease=lease)
+            )
             policies = {si.id: si.access_policy for si in acl["signed_identifiers"]}
             for policy_id in remove:
                 policies.pop(policy_id, None)

@@ -58,7 +58,9 @@ class AcsEmailSender:
             )
             result = poller.result()
         except AzureError as exc:
-            raise EmailUnavailable(f"Azure Communication Services did not take the email ({type(exc).__name__})") from exc
+            raise EmailUnavailable(
+                f"Azure Communication Services did not take the email ({type(exc).__name__})"
+            ) from exc
         status = str(result.get("status", "")).lower()
         if status != "succeeded":
             raise EmailUnavailable(f"Azure Communication Services reported the email as {status or 'unknown'}")

@@ -86,7 +86,10 @@ class TableRegistry:
         return _from_entity(model, entity)
 
     def _create(self, table: TableClient, model: type[_R], record: _R, partition: str, row: str) -> _R:
-        meta = _call(f"creating {table.table_name} {partition}/{row}", lambda: table.create_entity(_to_entity(record, partition, row)))
+        meta = _call(
+            f"creating {table.table_name} {partition}/{row}",
+            lambda: table.create_entity(_to_entity(record, partition, row)),
+        )
         return record.model_copy(update={"etag": meta.get("etag")})
 
     def _update(self, table: TableClient, record: _R, partition: str, row: str) -> _R:
@@ -107,7 +110,9 @@ class TableRegistry:
     def _query(self, table: TableClient, model: type[_R], conditions: dict[str, str]) -> list[_R]:
         query = " and ".join(f"{key} eq @{key}" for key in conditions)
         if query:
-            rows = _call(f"querying {table.table_name}", lambda: list(table.query_entities(query, parameters=conditions)))
+            rows = _call(
+                f"querying {table.table_name}", lambda: list(table.query_entities(query, parameters=conditions))
+            )
         else:
             rows = _call(f"listing {table.table_name}", lambda: list(table.list_entities()))
         return [_from_entity(model, row) for row in rows]

@@ -16,7 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 PACKAGE_ID_PATTERN = r"^[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,39}$"
 _PACKAGE_ID_RE = re.compile(PACKAGE_ID_PATTERN)
-_EMAIL_RE = re.compile(r"^[^@\s<>\"',;]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
+_EMAIL_RE = re.compile(
+    r"^[^@\s<>\"',;]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"
+)
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 MAX_FILES = 10_000

@@ -88,7 +88,9 @@ def policy_problems(manifest: Manifest, config: PolicyConfig) -> list[str]:
         required.append(Role.REFEREE)
     for role in required:
         if role not in by_role:
-            reasons.append(f"classification: no decision from the {role.value} (required at tier {max(highest, cls.tier)})")
+            reasons.append(
+                f"classification: no decision from the {role.value} (required at tier {max(highest, cls.tier)})"
+            )
     for role, count in by_role.items():
         if count > 1:
             reasons.append(f"classification: the {role.value} decided {count} times; each role decides once")

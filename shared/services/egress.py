@@ -87,14 +87,20 @@ class EgressService:
                 f"the staging folder {package_id!r} is not a valid package id (3 to 40 lowercase letters, digits "
                 "and single hyphens); stage the package under its package_id"
             ]
-            self._email.send(notifications.manager_rejected(package_id, reasons, self._config.system_manager_email, digest))
+            self._email.send(
+                notifications.manager_rejected(package_id, reasons, self._config.system_manager_email, digest)
+            )
             return Outcome.REJECTED
         record = self._registry.get_package(package_id)
         if record is not None and record.manifest_sha256 == digest:
             if record.status in (PackageStatus.REJECTED, PackageStatus.GRANTED, PackageStatus.CLOSED):
                 logger.info("package %s: the same manifest again (%s); nothing to do", package_id, record.status)
                 return Outcome.UNCHANGED
-        elif record is not None and record.status in (PackageStatus.SEALED, PackageStatus.GRANTED, PackageStatus.CLOSED):
+        elif record is not None and record.status in (
+            PackageStatus.SEALED,
+            PackageStatus.GRANTED,
+            PackageStatus.CLOSED,
+        ):
             return self._refuse_reuse(record, digest)
 
         manifest, reasons = self._validate(package_id, raw)
@@ -134,7 +140,9 @@ class EgressService:
 
     def _verify_staged(self, package_id: str, manifest: Manifest) -> list[str]:
         prefix = staged_prefix(package_id)
-        staged = {b.name[len(prefix):]: b.size for b in self._staging.list_blobs(self._config.staging_container, prefix)}
+        staged = {
+            b.name[len(prefix) :]: b.size for b in self._staging.list_blobs(self._config.staging_container, prefix)
+        }
         reasons: list[str] = []
         to_hash = []
         for entry in manifest.files:
@@ -149,10 +157,14 @@ class EgressService:
                 to_hash.append(entry)
         for extra in sorted(set(staged) - set(manifest.file_map())):
             reasons.append(f"file {extra!r} was staged but is not in the manifest")
-        digests = self._parallel(lambda e: self._staging.digest(self._config.staging_container, prefix + e.path), to_hash)
+        digests = self._parallel(
+            lambda e: self._staging.digest(self._config.staging_container, prefix + e.path), to_hash
+        )
         for entry, found in zip(to_hash, digests, strict=True):
             if found.sha256 != entry.sha256:
-                reasons.append(f"file {entry.path!r} has SHA-256 {found.sha256}, not {entry.sha256} as the manifest says")
+                reasons.append(
+                    f"file {entry.path!r} has SHA-256 {found.sha256}, not {entry.sha256} as the manifest says"
+                )
         return reasons
 
     def _parallel(self, work: Callable, items: list) -> list:  # type: ignore[type-arg]
@@ -163,7 +175,9 @@ class EgressService:
 
     # -- state changes ------------------------------------------------------------------
 
-    def _claim(self, record: PackageRecord | None, package_id: str, digest: str, manifest: Manifest | None) -> PackageRecord:
+    def _claim(
+        self, record: PackageRecord | None, package_id: str, digest: str, manifest: Manifest | None
+    ) -> PackageRecord:
         now = self._clock.now()
         summary: dict[str, object] = {"manifest_sha256": digest, "updated_at": now, "rejection_reasons": []}
         if manifest is not None:
@@ -178,7 +192,9 @@ class EgressService:
             }
         if record is None:
             claimed = self._registry.create_package(
-                PackageRecord.model_validate({"package_id": package_id, "status": PackageStatus.PROCESSING, "created_at": now, **summary})
+                PackageRecord.model_validate(
+                    {"package_id": package_id, "status": PackageStatus.PROCESSING, "created_at": now, **summary}
+                )
             )
         elif record.status == PackageStatus.PROCESSING:  # an earlier attempt broke off before sealing
             claimed = self._registry.update_package(record.model_copy(update=summary))
@@ -193,7 +209,9 @@ class EgressService:
         )
         self._audit.append(updated.package_id, "rejected", ACTOR, {"reasons": reasons})
         self._email.send(
-            notifications.manager_rejected(updated.package_id, reasons, self._config.system_manager_email, updated.manifest_sha256)
+            notifications.manager_rejected(
+                updated.package_id, reasons, self._config.system_manager_email, updated.manifest_sha256
+            )
         )
         logger.info("package %s rejected: %d reason(s)", updated.package_id, len(reasons))
         return Outcome.REJECTED
@@ -204,9 +222,15 @@ class EgressService:
             f"package id {record.package_id} was already egressed (status {record.status}) with a different manifest; "
             "a package id is used once: classify the outputs as a new work package with a new id"
         ]
-        self._registry.update_package(record.model_copy(update={"rejection_reasons": reasons, "updated_at": self._clock.now()}))
-        self._audit.append(record.package_id, "manifest_refused", ACTOR, {"manifest_sha256": digest, "reasons": reasons})
-        self._email.send(notifications.manager_rejected(record.package_id, reasons, self._config.system_manager_email, digest))
+        self._registry.update_package(
+            record.model_copy(update={"rejection_reasons": reasons, "updated_at": self._clock.now()})
+        )
+        self._audit.append(
+            record.package_id, "manifest_refused", ACTOR, {"manifest_sha256": digest, "reasons": reasons}
+        )
+        self._email.send(
+            notifications.manager_rejected(record.package_id, reasons, self._config.system_manager_email, digest)
+        )
         logger.info("package %s: refused a different manifest for an egressed id", record.package_id)
         return Outcome.REJECTED
 
@@ -230,12 +254,19 @@ class EgressService:
             raise StorageUnavailable(f"the sealed copy of {len(bad)} file(s) did not verify, e.g. {bad[0]!r}")
         stale = [b.name for b in self._delivery.list_blobs(container, "") if b.name not in wanted]
         self._delivery.delete_blobs(container, stale)
-        sealed = self._registry.update_package(record.transition(PackageStatus.SEALED, sealed_at=self._clock.now(), updated_at=self._clock.now()))
+        sealed = self._registry.update_package(
+            record.transition(PackageStatus.SEALED, sealed_at=self._clock.now(), updated_at=self._clock.now())
+        )
         self._audit.append(
             package_id,
             "sealed",
             ACTOR,
-            {"container": container, "files": len(wanted), "bytes": manifest.total_bytes, "manifest_sha256": record.manifest_sha256},
+            {
+                "container": container,
+                "files": len(wanted),
+                "bytes": manifest.total_bytes,
+                "manifest_sha256": record.manifest_sha256,
+            },
         )
         return sealed
 
@@ -266,12 +297,21 @@ class EgressService:
                 package_id,
                 "grant_created",
                 ACTOR,
-                {"grant_id": grant.grant_id, "recipient": grant.recipient_email, "ip_ranges": grant.ip_ranges, "expires_at": grant.expires_at.isoformat()},
+                {
+                    "grant_id": grant.grant_id,
+                    "recipient": grant.recipient_email,
+                    "ip_ranges": grant.ip_ranges,
+                    "expires_at": grant.expires_at.isoformat(),
+                },
             )
         grants = [existing[i] for i in sorted(existing)]
         active = [g for g in grants if g.status == GrantStatus.ACTIVE]
         present = {p.policy_id for p in self._delivery.stored_policies(container)}
-        missing = [AccessPolicy(g.policy_id, g.created_at - CLOCK_SKEW, g.expires_at) for g in active if g.policy_id not in present]
+        missing = [
+            AccessPolicy(g.policy_id, g.created_at - CLOCK_SKEW, g.expires_at)
+            for g in active
+            if g.policy_id not in present
+        ]
         if missing:
             self._delivery.update_policies(container, add=missing, remove=[])
         for grant in active:
@@ -281,10 +321,15 @@ class EgressService:
             self._email.send(notifications.recipient_links(manifest, grant, links, self._config.system_manager_email))
             self._registry.update_grant(grant.model_copy(update={"notified_at": self._clock.now()}))
             self._audit.append(
-                package_id, "recipient_notified", ACTOR, {"grant_id": grant.grant_id, "recipient": grant.recipient_email, "links": len(links)}
+                package_id,
+                "recipient_notified",
+                ACTOR,
+                {"grant_id": grant.grant_id, "recipient": grant.recipient_email, "links": len(links)},
             )
         self._email.send(notifications.manager_granted(manifest, grants, self._config.system_manager_email))
-        done = self._registry.update_package(record.transition(PackageStatus.GRANTED, granted_at=self._clock.now(), updated_at=self._clock.now()))
+        done = self._registry.update_package(
+            record.transition(PackageStatus.GRANTED, granted_at=self._clock.now(), updated_at=self._clock.now())
+        )
         self._audit.append(package_id, "granted", ACTOR, {"grants": [g.grant_id for g in grants]})
         self._staging.delete_blobs(self._config.staging_container, [manifest_blob(package_id)])
         logger.info("package %s granted to %d recipient(s)", done.package_id, len(grants))

@@ -60,7 +60,12 @@ class ExpiryService:
                 logger.warning("grant %s: could not expire it yet: %s", grant.grant_id, exc.message)
                 report.failed.append(grant.grant_id)
                 continue
-            self._audit.append(grant.package_id, "grant_expired", ACTOR, {"grant_id": grant.grant_id, "recipient": grant.recipient_email})
+            self._audit.append(
+                grant.package_id,
+                "grant_expired",
+                ACTOR,
+                {"grant_id": grant.grant_id, "recipient": grant.recipient_email},
+            )
             self._email.send(notifications.manager_grant_ended(ended, "expired", self._manager))
             report.expired.append(grant.grant_id)
 
@@ -68,17 +73,21 @@ class ExpiryService:
             grants = self._registry.list_grants(package_id=package.package_id)
             if any(g.status == GrantStatus.ACTIVE for g in grants):
                 continue
-            ended = max((g.ended_at or g.expires_at for g in grants), default=package.granted_at or now)
-            if ended + self._retention > now:
+            last_end = max((g.ended_at or g.expires_at for g in grants), default=package.granted_at or now)
+            if last_end + self._retention > now:
                 continue
             try:
                 self._delivery.delete_container(egress_container(package.package_id))
-                closed = self._registry.update_package(package.transition(PackageStatus.CLOSED, closed_at=now, updated_at=now))
+                closed = self._registry.update_package(
+                    package.transition(PackageStatus.CLOSED, closed_at=now, updated_at=now)
+                )
             except EgressError as exc:
                 logger.warning("package %s: could not close it yet: %s", package.package_id, exc.message)
                 report.failed.append(package.package_id)
                 continue
-            self._audit.append(closed.package_id, "closed", ACTOR, {"container_deleted": egress_container(closed.package_id)})
+            self._audit.append(
+                closed.package_id, "closed", ACTOR, {"container_deleted": egress_container(closed.package_id)}
+            )
             self._email.send(notifications.manager_closed(closed.package_id, self._manager))
             report.closed.append(closed.package_id)
         logger.info("expiry sweep: %d grant(s) expired, %d package(s) closed", len(report.expired), len(report.closed))

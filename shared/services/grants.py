@@ -89,7 +89,9 @@ class GrantService:
             now = self._clock.now()
             try:
                 revoked = self._registry.update_grant(
-                    grant.transition(GrantStatus.REVOKED, revoked_at=now, revoked_by=actor, revoke_reason=reason, ended_at=now)
+                    grant.transition(
+                        GrantStatus.REVOKED, revoked_at=now, revoked_by=actor, revoke_reason=reason, ended_at=now
+                    )
                 )
             except ConcurrencyConflict:
                 fresh = self._registry.get_grant(grant.grant_id)
@@ -97,7 +99,10 @@ class GrantService:
                 grant = fresh
                 continue
             self._audit.append(
-                grant.package_id, "grant_revoked", actor, {"grant_id": grant.grant_id, "recipient": grant.recipient_email, "reason": reason}
+                grant.package_id,
+                "grant_revoked",
+                actor,
+                {"grant_id": grant.grant_id, "recipient": grant.recipient_email, "reason": reason},
             )
             self._email.send(notifications.manager_grant_ended(revoked, "was revoked", self._manager))
             logger.info("grant %s of %s revoked by %s", grant.grant_id, grant.package_id, actor)

@@ -63,30 +63,39 @@ def recipient_links(manifest: Manifest, grant: GrantRecord, links: list[Link], m
     link_lines = [f"From {link.ip_range}: {link.url}" for link in links]
     first = links[0].url if links else "<link>"
     sections = [
-        _Section("Package", [
-            f"Package id: {manifest.package_id}",
-            f"Title: {manifest.title}",
-            f"Links expire: {_utc(grant.expires_at)}",
-            f"Files: {len(manifest.files):,} ({_size(manifest.total_bytes)})",
-        ]),
+        _Section(
+            "Package",
+            [
+                f"Package id: {manifest.package_id}",
+                f"Title: {manifest.title}",
+                f"Links expire: {_utc(grant.expires_at)}",
+                f"Files: {len(manifest.files):,} ({_size(manifest.total_bytes)})",
+            ],
+        ),
         _Section("Your links (one for each address you declared; each works only from that address)", link_lines),
-        _Section("Azure Storage Explorer", [
-            "1. Open Azure Storage Explorer and click the plug (Connect) icon on the left.",
-            "2. Select Resource: choose 'Blob container'.",
-            "3. Connection method: choose 'Shared access signature URL (SAS)', then Next.",
-            "4. Paste the link for the address you are working from into 'Blob container SAS URL', then Next.",
-            "5. On the Summary page check that the permissions are Read and List (nothing more), then Connect.",
-            "6. Select all files and click Download.",
-        ]),
+        _Section(
+            "Azure Storage Explorer",
+            [
+                "1. Open Azure Storage Explorer and click the plug (Connect) icon on the left.",
+                "2. Select Resource: choose 'Blob container'.",
+                "3. Connection method: choose 'Shared access signature URL (SAS)', then Next.",
+                "4. Paste the link for the address you are working from into 'Blob container SAS URL', then Next.",
+                "5. On the Summary page check that the permissions are Read and List (nothing more), then Connect.",
+                "6. Select all files and click Download.",
+            ],
+        ),
         _Section("azcopy (command line)", [f'azcopy copy "{first}" ./{manifest.package_id} --recursive'], code=True),
         _Section("Files and their SHA-256 (check them after download)", files),
-        _Section("If something goes wrong", [
-            "An 'AuthorizationFailure' or 'not authorized' error means the request came from an address you did "
-            f"not declare. Ask the system manager ({manager}) to change the address ranges.",
-            f"If a link leaks or is sent to the wrong person, tell the system manager ({manager}) at once: "
-            "they revoke it and it stops working immediately.",
-            "The link lets you read and list these files only; it cannot upload or delete.",
-        ]),
+        _Section(
+            "If something goes wrong",
+            [
+                "An 'AuthorizationFailure' or 'not authorized' error means the request came from an address you did "
+                f"not declare. Ask the system manager ({manager}) to change the address ranges.",
+                f"If a link leaks or is sent to the wrong person, tell the system manager ({manager}) at once: "
+                "they revoke it and it stops working immediately.",
+                "The link lets you read and list these files only; it cannot upload or delete.",
+            ],
+        ),
     ]
     return _render(
         grant.recipient_email,
@@ -101,7 +110,8 @@ def recipient_links(manifest: Manifest, grant: GrantRecord, links: list[Link], m
 
 def manager_granted(manifest: Manifest, grants: list[GrantRecord], manager: str) -> OutgoingEmail:
     lines = [
-        f"{g.grant_id}: {g.recipient_name} <{g.recipient_email}> from {', '.join(g.ip_ranges)}; expires {_utc(g.expires_at)}"
+        f"{g.grant_id}: {g.recipient_name} <{g.recipient_email}> "
+        f"from {', '.join(g.ip_ranges)}; expires {_utc(g.expires_at)}"
         for g in grants
     ]
     return _render(
@@ -110,7 +120,12 @@ def manager_granted(manifest: Manifest, grants: list[GrantRecord], manager: str)
         f"Work package {manifest.package_id} ({manifest.title}, tier {manifest.classification.tier}, "
         f"{len(manifest.files):,} files, {_size(manifest.total_bytes)}) was verified, sealed and its recipients "
         "were sent their links. The links themselves are not in this email.",
-        [_Section("Grants", lines), _Section("Revoke", [f"POST /api/grants/<grant_id>/revoke or POST /api/packages/{manifest.package_id}/revoke"])],
+        [
+            _Section("Grants", lines),
+            _Section(
+                "Revoke", [f"POST /api/grants/<grant_id>/revoke or POST /api/packages/{manifest.package_id}/revoke"]
+            ),
+        ],
         key=f"granted:{manifest.package_id}",
     )
 

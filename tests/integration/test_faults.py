@@ -48,7 +48,13 @@ class FailOnce:
 
 def _run_with_fault(services: Services, blob_service, fault: Callable[[], None] | None = None) -> str:
     package_id = new_package_id()
-    raw = stage(blob_service, services.settings.staging_container, package_id, SAMPLE_FILES, manifest_for(package_id, SAMPLE_FILES))
+    raw = stage(
+        blob_service,
+        services.settings.staging_container,
+        package_id,
+        SAMPLE_FILES,
+        manifest_for(package_id, SAMPLE_FILES),
+    )
     with pytest.raises(TransientError):
         services.egress.process(package_id, raw)
     assert services.egress.process(package_id, raw) == Outcome.GRANTED
@@ -74,14 +80,18 @@ def test_key_vault_down_once(settings, clock, blob_service, smtp: SmtpSink) -> N
 
 
 def test_email_down_for_the_recipient_once(settings, clock, blob_service, smtp: SmtpSink) -> None:
-    sender = FailOnce(SmtpEmailSender("127.0.0.1", smtp.port, "egress@dsh.example"), "send", EmailUnavailable("SMTP down"))
+    sender = FailOnce(
+        SmtpEmailSender("127.0.0.1", smtp.port, "egress@dsh.example"), "send", EmailUnavailable("SMTP down")
+    )
     services = build_services(settings, email=sender, clock=clock)
     package_id = _run_with_fault(services, blob_service)
     _assert_completed_once(services, smtp, package_id)
 
 
 def test_email_down_for_the_manager_after_the_recipient_was_told(settings, clock, blob_service, smtp: SmtpSink) -> None:
-    sender = FailOnce(SmtpEmailSender("127.0.0.1", smtp.port, "egress@dsh.example"), "send", EmailUnavailable("SMTP down"), at=2)
+    sender = FailOnce(
+        SmtpEmailSender("127.0.0.1", smtp.port, "egress@dsh.example"), "send", EmailUnavailable("SMTP down"), at=2
+    )
     services = build_services(settings, email=sender, clock=clock)
     package_id = _run_with_fault(services, blob_service)
     _assert_completed_once(services, smtp, package_id)
@@ -91,7 +101,9 @@ def test_email_down_for_the_manager_after_the_recipient_was_told(settings, clock
 @pytest.mark.parametrize("method", ["update_policies", "delete_blobs", "copy_into"])
 def test_storage_fault_mid_way(method: str, settings, clock, blob_service, smtp: SmtpSink) -> None:
     services = build_services(settings, clock=clock)
-    flaky = FailOnce(services.delivery if method != "delete_blobs" else services.staging, method, StorageUnavailable("503"))
+    flaky = FailOnce(
+        services.delivery if method != "delete_blobs" else services.staging, method, StorageUnavailable("503")
+    )
     target = "_delivery" if method != "delete_blobs" else "_staging"
     setattr(services.egress, target, flaky)
     package_id = _run_with_fault(services, blob_service)
@@ -105,7 +117,13 @@ def test_fault_messages_carry_no_secret(settings, clock, blob_service, smtp: Smt
 
     services = build_services(settings, email=Exploding(), clock=clock)
     package_id = new_package_id()
-    raw = stage(blob_service, services.settings.staging_container, package_id, SAMPLE_FILES, manifest_for(package_id, SAMPLE_FILES))
+    raw = stage(
+        blob_service,
+        services.settings.staging_container,
+        package_id,
+        SAMPLE_FILES,
+        manifest_for(package_id, SAMPLE_FILES),
+    )
     with pytest.raises(EmailUnavailable) as failure:
         services.egress.process(package_id, raw)
     assert "sig=" not in str(failure.value) and DEV_KEY not in str(failure.value)

@@ -31,7 +31,13 @@ def links_in(smtp: SmtpSink, address: str) -> dict[str, str]:
 
 def egress(services: Services, blob_service, files=SAMPLE_FILES, **overrides) -> tuple[str, bytes]:
     package_id = new_package_id()
-    raw = stage(blob_service, services.settings.staging_container, package_id, files, manifest_for(package_id, files, **overrides))
+    raw = stage(
+        blob_service,
+        services.settings.staging_container,
+        package_id,
+        files,
+        manifest_for(package_id, files, **overrides),
+    )
     return package_id, raw
 
 
@@ -88,7 +94,9 @@ def test_https_only_by_default(settings, clock, blob_service, smtp: SmtpSink) ->
         assert parse_qs(urlsplit(url).query)["spr"] == ["https"]
 
 
-def test_the_link_reads_and_lists_but_cannot_write_delete_or_reach_elsewhere(services: Services, blob_service, smtp: SmtpSink) -> None:
+def test_the_link_reads_and_lists_but_cannot_write_delete_or_reach_elsewhere(
+    services: Services, blob_service, smtp: SmtpSink
+) -> None:
     package_id, raw = egress(services, blob_service)
     services.egress.process(package_id, raw)
     url = next(iter(links_in(smtp, "ada@provider.example").values()))
@@ -110,7 +118,9 @@ def test_the_link_reads_and_lists_but_cannot_write_delete_or_reach_elsewhere(ser
     assert requests.get(other_url + "&restype=container&comp=list", timeout=10).status_code == 403
 
 
-def test_revoking_kills_the_link_at_once_and_again_is_harmless(services: Services, blob_service, smtp: SmtpSink) -> None:
+def test_revoking_kills_the_link_at_once_and_again_is_harmless(
+    services: Services, blob_service, smtp: SmtpSink
+) -> None:
     package_id, raw = egress(services, blob_service)
     services.egress.process(package_id, raw)
     url = next(iter(links_in(smtp, "ada@provider.example").values()))
@@ -130,7 +140,9 @@ def test_revoking_kills_the_link_at_once_and_again_is_harmless(services: Service
     assert [e.action for e in services.audit.read(package_id)].count("grant_revoked") == 1
 
 
-def test_the_same_manifest_twice_gives_one_grant_and_one_email(services: Services, blob_service, smtp: SmtpSink) -> None:
+def test_the_same_manifest_twice_gives_one_grant_and_one_email(
+    services: Services, blob_service, smtp: SmtpSink
+) -> None:
     package_id, raw = egress(services, blob_service)
     assert services.egress.process(package_id, raw) == Outcome.GRANTED
     audit_length = len(services.audit.read(package_id))
@@ -143,7 +155,9 @@ def test_the_same_manifest_twice_gives_one_grant_and_one_email(services: Service
     assert len(services.audit.read(package_id)) == audit_length
 
 
-def test_a_link_dies_at_expiry_and_the_timer_records_it(services: Services, blob_service, smtp: SmtpSink, clock) -> None:
+def test_a_link_dies_at_expiry_and_the_timer_records_it(
+    services: Services, blob_service, smtp: SmtpSink, clock
+) -> None:
     import time
     from datetime import timedelta
 
@@ -167,7 +181,9 @@ def test_a_link_dies_at_expiry_and_the_timer_records_it(services: Services, blob
     assert services.expiry.sweep().expired == [], "a second sweep finds nothing more to do"
 
 
-def test_retention_closes_the_package_and_deletes_the_egressed_copy(services: Services, blob_service, smtp: SmtpSink, clock) -> None:
+def test_retention_closes_the_package_and_deletes_the_egressed_copy(
+    services: Services, blob_service, smtp: SmtpSink, clock
+) -> None:
     from datetime import timedelta
 
     package_id, raw = egress(services, blob_service)

@@ -86,7 +86,10 @@ CASES: dict[str, tuple[Mutation, str]] = {
     "duplicated person": (_decisions(lambda d: d[1].update(email="ada@provider.example")), "must be distinct"),
     "tier not the highest decision": (_decisions(lambda d: d[2].update(tier=3)), "highest decision is tier 3"),
     "tier 4": (_all_tier(4), "tier 4 outputs never leave"),
-    "recipient outside the provider's domain": (_recipient(email="eve@elsewhere.example"), "outside the data provider's domain"),
+    "recipient outside the provider's domain": (
+        _recipient(email="eve@elsewhere.example"),
+        "outside the data provider's domain",
+    ),
     "more than five recipients": (_six_recipients, "1 to 5 are allowed"),
     "IPv6": (_recipient(ip_ranges=["2001:db8::1"]), "is IPv6"),
     "private range": (_recipient(ip_ranges=["10.1.2.3"]), "private (RFC 1918)"),
@@ -99,10 +102,19 @@ CASES: dict[str, tuple[Mutation, str]] = {
     "backslash": (_file(0, path="tables\\table1.csv"), "backslash"),
     "control character": (_file(0, path="tables/ta\x07ble.csv"), "control character"),
     "duplicate path": (lambda m, f: {**m, "files": m["files"] + [m["files"][0]]}, "is listed twice"),
-    "missing file": (_staged_files(lambda f: f.pop("README.md")), "'README.md' is listed in the manifest but was not staged"),
-    "extra file": (_staged_files(lambda f: f.update({"secret.csv": b"x"})), "'secret.csv' was staged but is not in the manifest"),
+    "missing file": (
+        _staged_files(lambda f: f.pop("README.md")),
+        "'README.md' is listed in the manifest but was not staged",
+    ),
+    "extra file": (
+        _staged_files(lambda f: f.update({"secret.csv": b"x"})),
+        "'secret.csv' was staged but is not in the manifest",
+    ),
     "truncated file": (_staged_files(lambda f: f.update({"README.md": f["README.md"][:-5]})), "truncated or replaced"),
-    "altered file": (_staged_files(lambda f: f.update({"README.md": f["README.md"].upper()})), "'README.md' has SHA-256"),
+    "altered file": (
+        _staged_files(lambda f: f.update({"README.md": f["README.md"].upper()})),
+        "'README.md' has SHA-256",
+    ),
 }
 
 
@@ -143,7 +155,9 @@ def test_several_reasons_are_reported_together(services: Services, blob_service,
 def test_a_corrected_manifest_after_a_rejection_goes_through(services: Services, blob_service, smtp: SmtpSink) -> None:
     package_id = new_package_id()
     container = services.settings.staging_container
-    bad = stage(blob_service, container, package_id, SAMPLE_FILES, manifest_for(package_id, SAMPLE_FILES, expires_in_hours=100))
+    bad = stage(
+        blob_service, container, package_id, SAMPLE_FILES, manifest_for(package_id, SAMPLE_FILES, expires_in_hours=100)
+    )
     assert services.egress.process(package_id, bad) == Outcome.REJECTED
     good = stage(blob_service, container, package_id, SAMPLE_FILES, manifest_for(package_id, SAMPLE_FILES))
     assert services.egress.process(package_id, good) == Outcome.GRANTED
@@ -151,7 +165,9 @@ def test_a_corrected_manifest_after_a_rejection_goes_through(services: Services,
     assert record is not None and record.rejection_reasons == []
 
 
-def test_a_different_manifest_for_an_egressed_package_is_refused(services: Services, blob_service, smtp: SmtpSink) -> None:
+def test_a_different_manifest_for_an_egressed_package_is_refused(
+    services: Services, blob_service, smtp: SmtpSink
+) -> None:
     package_id = new_package_id()
     container = services.settings.staging_container
     first = stage(blob_service, container, package_id, SAMPLE_FILES, manifest_for(package_id, SAMPLE_FILES))

@@ -20,7 +20,11 @@ pytestmark = pytest.mark.integration
 
 
 def test_tokens_and_keys_appear_nowhere_but_the_recipients_email(
-    services: Services, blob_service: BlobServiceClient, azurite: Azurite, smtp: SmtpSink, caplog: pytest.LogCaptureFixture
+    services: Services,
+    blob_service: BlobServiceClient,
+    azurite: Azurite,
+    smtp: SmtpSink,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     package_id, raw = egress(services, blob_service)

@@ -40,7 +40,8 @@ def manifest_for(package_id: str, files: dict[str, bytes], tier: int = 2, **over
         ],
         "expires_in_hours": 48,
         "files": [
-            {"path": path, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()} for path, data in files.items()
+            {"path": path, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+            for path, data in files.items()
         ],
     }
     manifest.update(overrides)
@@ -67,4 +68,6 @@ def stage(
 
 def staged(service: BlobServiceClient, container: str, package_id: str) -> dict[str, bytes]:
     client = service.get_container_client(container)
-    return {b.name: client.download_blob(b.name).readall() for b in client.list_blobs(name_starts_with=f"{package_id}/")}
+    return {
+        b.name: client.download_blob(b.name).readall() for b in client.list_blobs(name_starts_with=f"{package_id}/")
+    }

@@ -73,8 +73,16 @@ def start_azurite() -> Azurite:
     with open(Path(workdir) / "azurite.err", "wb") as errors:  # the child keeps its own copy
         process = subprocess.Popen(
             [
-                str(binary), "--skipApiVersionCheck", "--silent", "--inMemoryPersistence",
-                "--blobPort", str(blob_port), "--queuePort", str(queue_port), "--tablePort", str(table_port),
+                str(binary),
+                "--skipApiVersionCheck",
+                "--silent",
+                "--inMemoryPersistence",
+                "--blobPort",
+                str(blob_port),
+                "--queuePort",
+                str(queue_port),
+                "--tablePort",
+                str(table_port),
             ],
             cwd=workdir,
             env=env,
@@ -100,7 +108,7 @@ class SmtpSink:
     lock: threading.Lock = field(default_factory=threading.Lock)
     controller: object = None
 
-    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:  # noqa: N802
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
         message = message_from_bytes(envelope.content, policy=policy.default)  # type: ignore[attr-defined]
         with self.lock:
             self.messages.append(message)  # type: ignore[arg-type]

@@ -22,13 +22,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from azure.storage.blob import BlobServiceClient  # noqa: E402
+from azure.storage.blob import BlobServiceClient
 
-from shared.adapters.blob_store import CHUNK_BYTES, client_options  # noqa: E402
-from shared.bootstrap import build_services  # noqa: E402
-from shared.settings import Settings  # noqa: E402
-from tests.support.packages import manifest_for  # noqa: E402
-from tests.support.servers import start_azurite, start_smtp_sink  # noqa: E402
+from shared.adapters.blob_store import CHUNK_BYTES, client_options
+from shared.bootstrap import build_services
+from shared.settings import Settings
+from tests.support.packages import manifest_for
+from tests.support.servers import start_azurite, start_smtp_sink
 
 
 def peak_rss_mib() -> float:

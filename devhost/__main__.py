@@ -1,0 +1,3 @@
+from devhost.host import main
+
+raise SystemExit(main())

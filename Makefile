@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install test lint bench clean
+.PHONY: install test lint bench run demo clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	python3 -m venv $(VENV)
@@ -24,6 +24,12 @@ lint: install
 
 test: install lint
 	$(PY) -m pytest -q
+
+run: install
+	$(PY) -m devhost.stack
+
+demo: install
+	$(PY) -m devhost.demo
 
 bench: install
 	$(PY) benchmarks/bench_pipeline.py

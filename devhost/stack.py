@@ -20,7 +20,7 @@ from pathlib import Path
 
 from devhost.settings_file import ROOT
 
-LOCAL = ROOT / ".local"
+LOCAL = Path(os.environ.get("EGRESS_LOCAL_DIR", ROOT / ".local"))  # tests point it at a temporary folder
 BIN = ROOT / "node_modules" / ".bin"
 PORTS = {"blob": 10000, "queue": 10001, "table": 10002, "smtp": 1025, "mail web": 1080, "functions": 7071}
 

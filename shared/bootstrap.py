@@ -72,6 +72,11 @@ def _email(settings: Settings) -> EmailSender:
     return SmtpEmailSender(settings.smtp_host, settings.smtp_port, settings.email_sender)
 
 
+def build_staging_store(settings: Settings) -> AzureBlobStore:
+    """Only the staging account's blobs, for staging a package (no registry, keys or email needed)."""
+    return AzureBlobStore(_blob_service(settings.egress_storage, settings.egress_blob_service_uri))
+
+
 def build_services(
     settings: Settings,
     *,

@@ -21,7 +21,7 @@ from azure.core.exceptions import (
 from azure.storage.blob import AccessPolicy as SdkAccessPolicy
 from azure.storage.blob import BlobServiceClient, ContainerSasPermissions
 
-from shared.errors import ConcurrencyConflict, NotFound, StorageUnavailable
+from shared.errors import ConcurrencyConflict, Forbidden, NotFound, StorageUnavailable
 from shared.ports import AccessPolicy, BlobInfo, BlobStore, FileDigest
 
 logger = logging.getLogger(__name__)
@@ -46,6 +46,10 @@ def _storage_call(what: str, call: Callable[[], _T]) -> _T:
         return call()
     except ResourceNotFoundError as exc:
         raise NotFound(f"{what}: not found") from exc
+    except HttpResponseError as exc:
+        if exc.status_code == 403:
+            raise Forbidden(f"{what}: access refused") from exc
+        raise StorageUnavailable(f"{what}: storage did not answer as expected ({type(exc).__name__})") from exc
     except AzureError as exc:
         raise StorageUnavailable(f"{what}: storage did not answer as expected ({type(exc).__name__})") from exc
 
@@ -93,9 +97,10 @@ class AzureBlobStore:
     def read(self, container: str, name: str) -> bytes:
         return b"".join(self.chunks(container, name))
 
-    def write(self, container: str, name: str, data: bytes) -> None:
+    def write(self, container: str, name: str, data: bytes | Iterable[bytes]) -> None:
+        """Write a blob from bytes or, streamed in blocks, from an iterable of chunks."""
         blob = self._service.get_blob_client(container, name)
-        _storage_call(f"writing {container}/{name}", lambda: blob.upload_blob(data, overwrite=True))
+        _storage_call(f"writing {container}/{name}", lambda: blob.upload_blob(data, overwrite=True, max_concurrency=1))
 
     def ensure_container(self, container: str) -> None:
         try:
@@ -208,3 +213,30 @@ class AzureBlobStore:
             except AzureError as exc:
                 raise StorageUnavailable(f"leasing {container}: {type(exc).__name__}") from exc
         raise ConcurrencyConflict(f"container {container} stayed leased by another writer; try again")
+
+
+class LinkContainer:
+    """A container reached through a SAS URL, as a recipient reaches it."""
+
+    def __init__(self, sas_url: str) -> None:
+        from azure.storage.blob import ContainerClient
+
+        try:
+            self._client = ContainerClient.from_container_url(sas_url, **client_options())
+        except ValueError as exc:
+            raise NotFound("that is not a container URL") from exc
+        self.name = self._client.container_name
+
+    def list_blobs(self) -> list[BlobInfo]:
+        return _storage_call(
+            "listing the package (an authorization error means the link was revoked, has expired, or is used from "
+            "an address that was not declared)",
+            lambda: [BlobInfo(b.name, b.size) for b in self._client.list_blobs()],
+        )
+
+    def chunks(self, name: str) -> Iterator[bytes]:
+        downloader = _storage_call(f"downloading {name}", lambda: self._client.download_blob(name, max_concurrency=1))
+        try:
+            yield from downloader.chunks()
+        except AzureError as exc:
+            raise StorageUnavailable(f"downloading {name}: the download broke off") from exc

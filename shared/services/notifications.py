@@ -60,7 +60,7 @@ def _render(to: str, subject: str, intro: str, sections: list[_Section], key: st
 def recipient_links(manifest: Manifest, grant: GrantRecord, links: list[Link], manager: str) -> OutgoingEmail:
     """The recipient's email: their links, how to use them, and what to do if one leaks."""
     files = [f"{f.path}  {_size(f.size)}  sha256 {f.sha256}" for f in manifest.files]
-    link_lines = [f"From {link.ip_range}: {link.url}" for link in links]
+    link_lines = [f"Link for {link.ip_range}: {link.url}" for link in links]
     first = links[0].url if links else "<link>"
     sections = [
         _Section(

@@ -21,7 +21,7 @@ from tests.support.servers import SmtpSink, body_text
 
 pytestmark = pytest.mark.integration
 
-LINK_RE = re.compile(r"From (\S+): (http\S+)")
+LINK_RE = re.compile(r"Link for (\S+): (http\S+)")
 
 
 def links_in(smtp: SmtpSink, address: str) -> dict[str, str]:

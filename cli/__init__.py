@@ -1,0 +1,1 @@
+"""``egress``: the command line for the classification team and the system manager."""

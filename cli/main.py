@@ -1,0 +1,383 @@
+"""``egress``: stage classified outputs, watch and revoke grants, download with a link.
+
+Human output by default, ``--json`` for scripts. Exit codes: 0 ok, 2 bad input, 3 not found,
+4 conflict, 5 not allowed, 6 storage or service unreachable, 1 anything else.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from cli import folder
+from cli.backend import ApiBackend, Backend, DirectBackend, audit_problems
+from shared.errors import EgressError, InvalidRequest
+from shared.settings import Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Context:
+    def __init__(self, as_json: bool, settings_file: Path | None, api: str | None, key: str | None) -> None:
+        self.as_json = as_json
+        self._settings_file = settings_file
+        self.api = api
+        self.key = key
+
+    def settings(self) -> Settings:
+        path = self._settings_file or (Path("local.settings.json") if Path("local.settings.json").exists() else None)
+        if path is None:
+            return Settings()
+        try:
+            values = json.loads(path.read_text())["Values"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise InvalidRequest(f"{path} is not a readable local.settings.json ({exc})") from exc
+        return Settings(**{k: v for k, v in values.items() if k in _ALIASES})
+
+    def backend(self) -> Backend:
+        return ApiBackend(self.api, self.key) if self.api else DirectBackend(self.settings())
+
+    def emit(self, data: Any, human: Callable[[Any], None]) -> None:
+        if self.as_json:
+            click.echo(json.dumps(data, indent=2, default=str))
+        else:
+            human(data)
+
+
+_ALIASES = {f.alias for f in Settings.model_fields.values() if f.alias}
+
+
+@contextmanager
+def _bar(total: int, label: str, quiet: bool):  # type: ignore[no-untyped-def]
+    if quiet:
+        yield lambda n: None
+        return
+    with click.progressbar(length=total, label=label, file=sys.stderr, show_pos=False, show_percent=True) as bar:
+        yield bar.update
+
+
+@click.group()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--settings",
+    "settings_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="local.settings.json to read (default: ./local.settings.json, else the environment).",
+)
+@click.option(
+    "--api",
+    envvar="EGRESS_API",
+    help="Use a deployed app's HTTP API (e.g. https://app.azurewebsites.net) instead of storage.",
+)
+@click.option("--key", envvar="EGRESS_FUNCTION_KEY", help="Function key for --api (or EGRESS_FUNCTION_KEY).")
+@click.pass_context
+def main(ctx: click.Context, as_json: bool, settings_file: Path | None, api: str | None, key: str | None) -> None:
+    """Data Safe Haven egress: stage classified outputs, manage their download links."""
+    ctx.obj = Context(as_json, settings_file, api, key)
+
+
+def _team(
+    team_file: Path | None, decisions: tuple[str, ...], recipients: tuple[str, ...], tier: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    team: dict[str, Any] = {}
+    if team_file:
+        try:
+            team = json.loads(team_file.read_text())
+        except (OSError, ValueError) as exc:
+            raise InvalidRequest(f"{team_file} is not a readable JSON file ({exc})") from exc
+    chosen = list(team.get("decisions", []))
+    for text in decisions:
+        parts = text.split(":")
+        if len(parts) not in (3, 4):
+            raise InvalidRequest(f"--decision {text!r}: write ROLE:NAME:EMAIL[:TIER]")
+        chosen.append(
+            {"role": parts[0], "name": parts[1], "email": parts[2], "tier": int(parts[3]) if len(parts) == 4 else tier}
+        )
+    people = list(team.get("recipients", []))
+    for text in recipients:
+        parts = text.split(":")
+        if len(parts) != 3:
+            raise InvalidRequest(f"--recipient {text!r}: write NAME:EMAIL:IP[,IP...]")
+        people.append({"name": parts[0], "email": parts[1], "ip_ranges": [p for p in parts[2].split(",") if p]})
+    return chosen, people
+
+
+@main.command()
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--package-id", required=True, help="The work package id (3-40 lowercase letters, digits, hyphens).")
+@click.option("--title", required=True)
+@click.option("--tier", type=int, required=True, help="The classification tier agreed (the highest decision).")
+@click.option(
+    "--method",
+    type=click.Choice(["storage_explorer", "sftp", "physical"]),
+    default="storage_explorer",
+    show_default=True,
+)
+@click.option("--expires-in-hours", type=int, default=48, show_default=True)
+@click.option(
+    "--team",
+    "team_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help='JSON file with "decisions" and "recipients".',
+)
+@click.option("--decision", "decisions", multiple=True, help="ROLE:NAME:EMAIL[:TIER] (repeat per person).")
+@click.option("--recipient", "recipients", multiple=True, help="NAME:EMAIL:IP[,IP...] (repeat per recipient).")
+@click.option("--decided-at", default=None, help="When the team decided (ISO 8601; default now).")
+@click.pass_obj
+def manifest(
+    obj: Context,
+    directory: Path,
+    package_id: str,
+    title: str,
+    tier: int,
+    method: str,
+    expires_in_hours: int,
+    team_file: Path | None,
+    decisions: tuple[str, ...],
+    recipients: tuple[str, ...],
+    decided_at: str | None,
+) -> None:
+    """Write DIRECTORY/manifest.json for a folder of outputs and check it against policy."""
+    from datetime import UTC, datetime
+
+    chosen, people = _team(team_file, decisions, recipients, tier)
+    when = decided_at or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for decision in chosen:
+        decision.setdefault("tier", tier)
+        decision.setdefault("decided_at", when)
+    details = {
+        "package_id": package_id,
+        "title": title,
+        "classification": {"tier": tier, "decisions": chosen},
+        "method": method,
+        "recipients": people,
+        "expires_in_hours": expires_in_hours,
+    }
+    files = folder.output_files(directory)
+    with _bar(sum(p.stat().st_size for p in files), "Hashing", obj.as_json) as progress:
+        data = folder.build_manifest(directory, details, progress)
+    raw = json.dumps(data, indent=2).encode()
+    _, reasons = folder.check_manifest(raw, obj.settings().policy())
+    if reasons:
+        raise InvalidRequest("the manifest would be rejected:\n  - " + "\n  - ".join(reasons))
+    (directory / folder.MANIFEST_NAME).write_bytes(raw)
+    summary = {
+        "manifest": str(directory / folder.MANIFEST_NAME),
+        "package_id": package_id,
+        "files": len(data["files"]),
+        "bytes": sum(f["size"] for f in data["files"]),
+    }
+    obj.emit(
+        summary,
+        lambda s: click.echo(
+            f"Wrote {s['manifest']}: {s['files']} files, {s['bytes']:,} bytes; it passes the policy checks."
+        ),
+    )
+
+
+@main.command()
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@click.pass_obj
+def stage(obj: Context, directory: Path) -> None:
+    """Upload DIRECTORY's files, then its manifest last, to the staging container."""
+    from shared.bootstrap import build_staging_store
+
+    raw, _ = folder.read_manifest(directory)
+    settings = obj.settings()
+    manifest, reasons = folder.check_manifest(raw, settings.policy())
+    if manifest is None or reasons:
+        raise InvalidRequest("the manifest would be rejected:\n  - " + "\n  - ".join(reasons))
+    listed = {f.path for f in manifest.files}
+    present = {p.relative_to(directory).as_posix() for p in folder.output_files(directory)}
+    if listed != present:
+        missing, extra = sorted(listed - present), sorted(present - listed)
+        raise InvalidRequest(
+            f"the folder and its manifest differ (missing: {missing}, not listed: {extra}); run `egress manifest` again"
+        )
+    store = build_staging_store(settings)
+    store.ensure_container(settings.staging_container)
+    with _bar(manifest.total_bytes, "Uploading", obj.as_json) as progress:
+        for entry in manifest.files:
+            store.write(
+                settings.staging_container,
+                f"{manifest.package_id}/files/{entry.path}",
+                folder.chunks_of(directory / entry.path, progress),
+            )
+    store.write(settings.staging_container, f"{manifest.package_id}/manifest.json", raw)
+    result = {
+        "package_id": manifest.package_id,
+        "container": settings.staging_container,
+        "files": len(manifest.files),
+        "bytes": manifest.total_bytes,
+    }
+    obj.emit(
+        result,
+        lambda r: click.echo(
+            f"Staged {r['files']} files ({r['bytes']:,} bytes) and the manifest of {r['package_id']} "
+            f"in {r['container']}."
+        ),
+    )
+
+
+def _print_status(s: dict[str, Any]) -> None:
+    click.echo(
+        f"{s['package_id']}  {s['status'].upper()}  tier {s['tier']}  {s['method']}  "
+        f"{s['file_count']} files, {s['bytes']:,} bytes"
+    )
+    click.echo(f"  {s['title']}")
+    for reason in s["rejection_reasons"]:
+        click.echo(f"  rejected: {reason}")
+    for g in s["grants"]:
+        _print_grant(g, indent="  ")
+
+
+def _print_grant(g: dict[str, Any], indent: str = "") -> None:
+    who = f"{g['recipient']['name']} <{g['recipient']['email']}>"
+    click.echo(
+        f"{indent}{g['grant_id']}  {g['status']:<8} {g['package_id']}  {who}  "
+        f"expires {g['expires_at']}  from {', '.join(g['ip_ranges'])}"
+    )
+
+
+@main.command()
+@click.argument("package_id")
+@click.pass_obj
+def status(obj: Context, package_id: str) -> None:
+    """Show a package: status, files, grants, rejection reasons."""
+    obj.emit(obj.backend().status(package_id), _print_status)
+
+
+@main.command()
+@click.option("--active", is_flag=True, help="Only active grants.")
+@click.option("--package", "package_id", default=None)
+@click.pass_obj
+def grants(obj: Context, active: bool, package_id: str | None) -> None:
+    """List grants."""
+    found = obj.backend().grants("active" if active else None, package_id)
+    obj.emit(found, lambda gs: [_print_grant(g) for g in gs] if gs else click.echo("No grants."))
+
+
+@main.command()
+@click.argument("grant_id", required=False)
+@click.option("--package", "package_id", default=None, help="Revoke every active grant of this package.")
+@click.option("--reason", default=None)
+@click.pass_obj
+def revoke(obj: Context, grant_id: str | None, package_id: str | None, reason: str | None) -> None:
+    """Revoke a grant (GRANT_ID) or a whole package (--package): the links stop working at once."""
+    if bool(grant_id) == bool(package_id):
+        raise InvalidRequest("give a GRANT_ID or --package PACKAGE_ID (one of them)")
+    backend = obj.backend()
+    if grant_id:
+        obj.emit(backend.revoke_grant(grant_id, reason), lambda g: (click.echo("Revoked:"), _print_grant(g)))
+    else:
+        assert package_id
+        result = backend.revoke_package(package_id, reason)
+        obj.emit(
+            result,
+            lambda r: (
+                click.echo(f"Every grant of {r['package_id']} is now ended:"),
+                [_print_grant(g) for g in r["grants"]],
+            ),
+        )
+
+
+@main.command()
+@click.argument("package_id")
+@click.option("--verify", is_flag=True, help="Check the hash chain; exit 4 if it is broken.")
+@click.pass_obj
+def audit(obj: Context, package_id: str, verify: bool) -> None:
+    """Print a package's audit trail."""
+    events = obj.backend().status(package_id)["audit"]
+    problems = audit_problems(events) if verify else []
+
+    def human(_: Any) -> None:
+        for e in events:
+            details = ", ".join(f"{k}={v}" for k, v in e["details"].items())
+            click.echo(f"{e['seq']:>3}  {e['at']}  {e['action']:<20} {e['actor']:<28} {details}")
+        if verify:
+            click.echo("Chain verified: intact." if not problems else "Chain BROKEN:\n  " + "\n  ".join(problems))
+
+    obj.emit({"package_id": package_id, "events": events, "chain_problems": problems if verify else None}, human)
+    if problems:
+        sys.exit(4)
+
+
+@main.command()
+@click.argument("sas_url")
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@click.option(
+    "--checksums",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="manifest.json, or the file list pasted from the email.",
+)
+@click.pass_obj
+def download(obj: Context, sas_url: str, directory: Path, checksums: Path | None) -> None:
+    """Download every file a link gives, and check each SHA-256."""
+    import hashlib
+
+    from shared.adapters.blob_store import LinkContainer
+    from shared.domain.manifest import path_problem
+
+    expected = folder.expected_hashes(checksums) if checksums else {}
+    link = LinkContainer(sas_url)
+    blobs = link.list_blobs()
+    results, bad = [], []
+    with _bar(sum(b.size for b in blobs), "Downloading", obj.as_json) as progress:
+        for blob in blobs:
+            if path_problem(blob.name):
+                raise InvalidRequest(f"refusing to write {blob.name!r}: it is not a safe relative path")
+            target = directory / blob.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            sha = hashlib.sha256()
+            with target.open("wb") as out:
+                for chunk in link.chunks(blob.name):
+                    sha.update(chunk)
+                    out.write(chunk)
+                    progress(len(chunk))
+            digest = sha.hexdigest()
+            verdict = (
+                "unchecked" if blob.name not in expected else ("ok" if expected[blob.name] == digest else "MISMATCH")
+            )
+            if verdict == "MISMATCH":
+                bad.append(blob.name)
+            results.append({"path": blob.name, "size": blob.size, "sha256": digest, "check": verdict})
+    missing = sorted(set(expected) - {b.name for b in blobs})
+    report = {"directory": str(directory), "files": results, "missing": missing, "ok": not bad and not missing}
+
+    def human(r: dict[str, Any]) -> None:
+        for f in r["files"]:
+            click.echo(f"{f['check']:<9} {f['path']}  {f['size']:,} bytes  sha256 {f['sha256']}")
+        for m in r["missing"]:
+            click.echo(f"MISSING   {m}")
+        click.echo(
+            f"{len(r['files'])} files in {r['directory']}: "
+            + ("all checks passed." if r["ok"] else "SOME CHECKS FAILED.")
+        )
+
+    obj.emit(report, human)
+    if bad or missing:
+        sys.exit(2)
+
+
+def run() -> None:
+    """Console entry point: typed errors become a message and an exit code, never a traceback."""
+    try:
+        main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except EgressError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(exc.exit_code)
+    except OSError as exc:
+        click.echo(f"error: {exc.strerror or exc}: {getattr(exc, 'filename', '') or ''}", err=True)
+        sys.exit(2)

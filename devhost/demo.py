@@ -1,0 +1,177 @@
+"""Plays a whole egress on the running local stack (``make run``), as its users would.
+
+    python -m devhost.demo        (make demo)
+
+classification team stages outputs -> the recipient's email arrives -> the link downloads every
+file and their SHA-256 match -> an upload with the same link is refused -> the system manager
+revokes -> the same link is refused -> the audit trail prints and its chain verifies.
+Ends with PASS or FAIL and exits non-zero on failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+from devhost.settings_file import ROOT
+from devhost.stack import function_key
+
+SAMPLE = ROOT / "samples" / "wp-demo"
+API = "http://127.0.0.1:7071"
+MAIL = "http://127.0.0.1:1080"
+RECIPIENT = "ada@provider.example"
+
+
+class DemoFailed(Exception):
+    pass
+
+
+def step(text: str) -> None:
+    print(f"\n==> {text}", flush=True)
+
+
+def egress(*args: str, key: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as a user would; the function key goes by environment, never on the screen."""
+    settings = ROOT / (
+        "local.settings.json" if (ROOT / "local.settings.json").exists() else "local.settings.example.json"
+    )
+    command = [str(Path(sys.executable).with_name("egress")), "--settings", str(settings), *args]
+    print("$ egress " + " ".join(args), flush=True)
+    env = {**os.environ, **({"EGRESS_FUNCTION_KEY": key} if key else {})}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    if result.stdout:
+        print(result.stdout.rstrip(), flush=True)
+    if result.stderr.strip():
+        print(result.stderr.rstrip(), file=sys.stderr, flush=True)
+    return result
+
+
+def must(result: subprocess.CompletedProcess[str], what: str) -> str:
+    if result.returncode != 0:
+        raise DemoFailed(f"{what} failed (exit {result.returncode})")
+    return result.stdout
+
+
+def http_status(url: str, method: str = "GET", data: bytes | None = None, headers: dict[str, str] | None = None) -> int:
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def wait_for_email(package_id: str, timeout: float = 90) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{MAIL}/api/email", timeout=10) as response:
+            for mail in json.loads(response.read()):
+                to = [a.get("address") for a in mail.get("to", [])]
+                if RECIPIENT in to and package_id in mail.get("subject", ""):
+                    return dict(mail)
+        time.sleep(1)
+    raise DemoFailed(f"no email for {RECIPIENT} about {package_id} within {timeout:.0f} s")
+
+
+def play() -> None:
+    step("Checking the local stack (make run)")
+    if http_status(f"{API}/api/health") != 200:
+        raise DemoFailed(f"the Functions host does not answer at {API}: start the stack with `make run`")
+    if http_status(f"{MAIL}/api/email") != 200:
+        raise DemoFailed(f"the mail catcher does not answer at {MAIL}: start the stack with `make run`")
+    key = function_key()
+    package_id = f"demo-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+    work = Path(tempfile.mkdtemp(prefix="egress-demo-"))
+    try:
+        outputs = work / "outputs"
+        shutil.copytree(SAMPLE / "outputs", outputs)
+
+        step(f"Classification team: writes the manifest of {package_id} (tier 2) and stages it")
+        must(
+            egress(
+                "manifest",
+                str(outputs),
+                "--package-id",
+                package_id,
+                "--title",
+                "Regression results for the cohort paper",
+                "--tier",
+                "2",
+                "--expires-in-hours",
+                "24",
+                "--team",
+                str(SAMPLE / "team.json"),
+            ),
+            "egress manifest",
+        )
+        must(egress("stage", str(outputs)), "egress stage")
+
+        step(f"Recipient: waits for the email ({MAIL} shows it too)")
+        mail = wait_for_email(package_id)
+        print(mail.get("text", ""), flush=True)
+        links = re.findall(r"Link for (\S+): (http\S+)", mail.get("text", ""))
+        if not links:
+            raise DemoFailed("the email carries no link")
+        link = links[0][1]
+
+        step("Recipient: downloads every file with the link and checks each SHA-256")
+        must(
+            egress("download", link, str(work / "downloaded"), "--checksums", str(outputs / "manifest.json")),
+            "egress download",
+        )
+
+        step("Recipient: tries to upload with the same link (must be refused)")
+        base, _, query = link.partition("?")
+        upload = http_status(f"{base}/intruder.txt?{query}", "PUT", b"not allowed", {"x-ms-blob-type": "BlockBlob"})
+        print(f"upload answered HTTP {upload}", flush=True)
+        if upload != 403:
+            raise DemoFailed(f"an upload with the link answered {upload}, not 403")
+
+        step("System manager: lists the package's grants and revokes them over the HTTP API")
+        listed = json.loads(
+            must(egress("--json", "--api", API, "grants", "--package", package_id, key=key), "egress grants")
+        )
+        grant_id = listed[0]["grant_id"]
+        must(
+            egress("--api", API, "revoke", grant_id, "--reason", "demo: link no longer needed", key=key),
+            "egress revoke",
+        )
+
+        step("Recipient: the same link is now refused")
+        after = http_status(f"{link}&restype=container&comp=list")
+        print(f"listing with the revoked link answered HTTP {after}", flush=True)
+        if after != 403:
+            raise DemoFailed(f"the revoked link answered {after}, not 403")
+
+        step("System manager: prints the audit trail and verifies its chain")
+        must(egress("--api", API, "audit", package_id, "--verify", key=key), "egress audit --verify")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> int:
+    try:
+        play()
+    except DemoFailed as exc:
+        print(f"\nFAIL: {exc}", flush=True)
+        return 1
+    print(
+        "\nPASS: staged, emailed, downloaded and verified, upload refused, revoked, refused, audit chain intact.",
+        flush=True,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

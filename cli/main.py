@@ -62,7 +62,21 @@ def _bar(total: int, label: str, quiet: bool):  # type: ignore[no-untyped-def]
         yield bar.update
 
 
-@click.group()
+class EgressGroup(click.Group):
+    """Typed errors become a one-line message and their exit code, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EgressError as exc:
+            click.echo(f"error: {exc.message}", err=True)
+            ctx.exit(exc.exit_code)
+        except OSError as exc:
+            click.echo(f"error: {exc.strerror or exc} {getattr(exc, 'filename', '') or ''}".rstrip(), err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=EgressGroup)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option(
     "--settings",
@@ -362,22 +376,4 @@ def download(obj: Context, sas_url: str, directory: Path, checksums: Path | None
 
     obj.emit(report, human)
     if bad or missing:
-        sys.exit(2)
-
-
-def run() -> None:
-    """Console entry point: typed errors become a message and an exit code, never a traceback."""
-    try:
-        main(standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
-        sys.exit(1)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(2)
-    except EgressError as exc:
-        click.echo(f"error: {exc.message}", err=True)
-        sys.exit(exc.exit_code)
-    except OSError as exc:
-        click.echo(f"error: {exc.strerror or exc}: {getattr(exc, 'filename', '') or ''}", err=True)
         sys.exit(2)

@@ -19,6 +19,8 @@ Messages are for people and never carry a token, key or secret.
 
 from __future__ import annotations
 
+UNREACHABLE = "storage cannot be reached; check EGRESS_STORAGE (locally: is the stack running? `make run`)"
+
 
 class EgressError(Exception):
     http_status = 500

@@ -17,11 +17,12 @@ from azure.core.exceptions import (
     HttpResponseError,
     ResourceExistsError,
     ResourceNotFoundError,
+    ServiceRequestError,
 )
 from azure.storage.blob import AccessPolicy as SdkAccessPolicy
 from azure.storage.blob import BlobServiceClient, ContainerSasPermissions
 
-from shared.errors import ConcurrencyConflict, Forbidden, NotFound, StorageUnavailable
+from shared.errors import UNREACHABLE, ConcurrencyConflict, Forbidden, NotFound, StorageUnavailable
 from shared.ports import AccessPolicy, BlobInfo, BlobStore, FileDigest
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ def _storage_call(what: str, call: Callable[[], _T]) -> _T:
         if exc.status_code == 403:
             raise Forbidden(f"{what}: access refused") from exc
         raise StorageUnavailable(f"{what}: storage did not answer as expected ({type(exc).__name__})") from exc
+    except ServiceRequestError as exc:
+        raise StorageUnavailable(f"{what}: {UNREACHABLE}") from exc
     except AzureError as exc:
         raise StorageUnavailable(f"{what}: storage did not answer as expected ({type(exc).__name__})") from exc
 

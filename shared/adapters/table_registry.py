@@ -12,12 +12,12 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from azure.core import MatchConditions
-from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ServiceRequestError
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 from pydantic import BaseModel
 
 from shared.domain.records import GrantRecord, GrantStatus, PackageRecord, PackageStatus
-from shared.errors import ConcurrencyConflict, StorageUnavailable
+from shared.errors import UNREACHABLE, ConcurrencyConflict, StorageUnavailable
 
 _PACKAGE_ROW = "package"
 _LIST_FIELDS = {"rejection_reasons", "ip_ranges"}  # tables have no list type: stored as JSON text
@@ -56,6 +56,8 @@ def _call(what: str, call: Callable[[], _T]) -> _T:
         raise ConcurrencyConflict(f"{what}: changed by someone else since it was read") from exc
     except ResourceExistsError as exc:
         raise ConcurrencyConflict(f"{what}: already exists") from exc
+    except ServiceRequestError as exc:
+        raise StorageUnavailable(f"{what}: {UNREACHABLE}") from exc
     except AzureError as exc:
         raise StorageUnavailable(f"{what}: the registry did not answer ({type(exc).__name__})") from exc
 
@@ -70,11 +72,9 @@ class TableRegistry:
     def ensure_tables(self) -> None:
         for table in (self._packages, self._grants):
             try:
-                table.create_table()
-            except ResourceExistsError:
-                pass
-            except AzureError as exc:
-                raise StorageUnavailable(f"creating table {table.table_name}: {type(exc).__name__}") from exc
+                _call(f"creating table {table.table_name}", table.create_table)
+            except ConcurrencyConflict:
+                pass  # it exists
 
     def _get(self, table: TableClient, model: type[_R], partition: str, row: str) -> _R | None:
         try:

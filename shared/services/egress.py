@@ -204,15 +204,17 @@ class EgressService:
         return claimed
 
     def _reject(self, record: PackageRecord, reasons: list[str]) -> Outcome:
+        # Tell the manager before recording: if the email fails, the record stays `processing`
+        # and the host's retry tells them; recording first would turn the retry into a no-op.
+        self._email.send(
+            notifications.manager_rejected(
+                record.package_id, reasons, self._config.system_manager_email, record.manifest_sha256
+            )
+        )
         updated = self._registry.update_package(
             record.transition(PackageStatus.REJECTED, rejection_reasons=reasons, updated_at=self._clock.now())
         )
         self._audit.append(updated.package_id, "rejected", ACTOR, {"reasons": reasons})
-        self._email.send(
-            notifications.manager_rejected(
-                updated.package_id, reasons, self._config.system_manager_email, updated.manifest_sha256
-            )
-        )
         logger.info("package %s rejected: %d reason(s)", updated.package_id, len(reasons))
         return Outcome.REJECTED
 
@@ -222,14 +224,17 @@ class EgressService:
             f"package id {record.package_id} was already egressed (status {record.status}) with a different manifest; "
             "a package id is used once: classify the outputs as a new work package with a new id"
         ]
+        refused = self._audit.read(record.package_id)
+        if any(e.action == "manifest_refused" and e.details.get("manifest_sha256") == digest for e in refused):
+            return Outcome.UNCHANGED  # this very manifest was refused already and the manager told
+        self._email.send(
+            notifications.manager_rejected(record.package_id, reasons, self._config.system_manager_email, digest)
+        )
         self._registry.update_package(
             record.model_copy(update={"rejection_reasons": reasons, "updated_at": self._clock.now()})
         )
         self._audit.append(
             record.package_id, "manifest_refused", ACTOR, {"manifest_sha256": digest, "reasons": reasons}
-        )
-        self._email.send(
-            notifications.manager_rejected(record.package_id, reasons, self._config.system_manager_email, digest)
         )
         logger.info("package %s: refused a different manifest for an egressed id", record.package_id)
         return Outcome.REJECTED

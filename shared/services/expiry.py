@@ -52,8 +52,12 @@ class ExpiryService:
             if grant.expires_at > now:
                 continue
             try:
+                # The link dies first; the manager is told before the record changes, so a failed
+                # email leaves the grant `active` and the next sweep tells them.
                 self._delivery.update_policies(egress_container(grant.package_id), add=[], remove=[grant.policy_id])
-                ended = self._registry.update_grant(grant.transition(GrantStatus.EXPIRED, ended_at=now))
+                ended = grant.transition(GrantStatus.EXPIRED, ended_at=now)
+                self._email.send(notifications.manager_grant_ended(ended, "expired", self._manager))
+                self._registry.update_grant(ended)
             except ConcurrencyConflict:
                 continue  # revoked meanwhile: already ended
             except EgressError as exc:
@@ -66,7 +70,6 @@ class ExpiryService:
                 ACTOR,
                 {"grant_id": grant.grant_id, "recipient": grant.recipient_email},
             )
-            self._email.send(notifications.manager_grant_ended(ended, "expired", self._manager))
             report.expired.append(grant.grant_id)
 
         for package in self._registry.list_packages(status=PackageStatus.GRANTED):
@@ -78,6 +81,7 @@ class ExpiryService:
                 continue
             try:
                 self._delivery.delete_container(egress_container(package.package_id))
+                self._email.send(notifications.manager_closed(package.package_id, self._manager))
                 closed = self._registry.update_package(
                     package.transition(PackageStatus.CLOSED, closed_at=now, updated_at=now)
                 )
@@ -88,7 +92,6 @@ class ExpiryService:
             self._audit.append(
                 closed.package_id, "closed", ACTOR, {"container_deleted": egress_container(closed.package_id)}
             )
-            self._email.send(notifications.manager_closed(closed.package_id, self._manager))
             report.closed.append(closed.package_id)
         logger.info("expiry sweep: %d grant(s) expired, %d package(s) closed", len(report.expired), len(report.closed))
         return report

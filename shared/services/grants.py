@@ -81,18 +81,22 @@ class GrantService:
         return {"package_id": package_id, "grants": [g.public_view() for g in grants]}
 
     def _revoke(self, grant: GrantRecord, actor: str, reason: str | None) -> GrantRecord:
-        """Delete the policy first (the token dies now), then record; repeating it is harmless."""
+        """Delete the policy first (the token dies now), tell the manager, then record.
+
+        Repeating it is harmless: an ended grant is returned as it is. If the email fails the
+        grant stays `active` in the registry (its link is already dead) and a repeat finishes.
+        """
         for _ in range(5):
             if grant.status != GrantStatus.ACTIVE:
                 return grant
             self._delivery.update_policies(egress_container(grant.package_id), add=[], remove=[grant.policy_id])
             now = self._clock.now()
+            revoked = grant.transition(
+                GrantStatus.REVOKED, revoked_at=now, revoked_by=actor, revoke_reason=reason, ended_at=now
+            )
+            self._email.send(notifications.manager_grant_ended(revoked, "was revoked", self._manager))
             try:
-                revoked = self._registry.update_grant(
-                    grant.transition(
-                        GrantStatus.REVOKED, revoked_at=now, revoked_by=actor, revoke_reason=reason, ended_at=now
-                    )
-                )
+                saved = self._registry.update_grant(revoked)
             except ConcurrencyConflict:
                 fresh = self._registry.get_grant(grant.grant_id)
                 assert fresh is not None
@@ -104,9 +108,8 @@ class GrantService:
                 actor,
                 {"grant_id": grant.grant_id, "recipient": grant.recipient_email, "reason": reason},
             )
-            self._email.send(notifications.manager_grant_ended(revoked, "was revoked", self._manager))
             logger.info("grant %s of %s revoked by %s", grant.grant_id, grant.package_id, actor)
-            return revoked
+            return saved
         raise ConcurrencyConflict(f"grant {grant.grant_id} kept changing while being revoked; try again")
 
     def _require_package(self, package_id: str) -> PackageRecord:

@@ -127,3 +127,52 @@ def test_fault_messages_carry_no_secret(settings, clock, blob_service, smtp: Smt
     with pytest.raises(EmailUnavailable) as failure:
         services.egress.process(package_id, raw)
     assert "sig=" not in str(failure.value) and DEV_KEY not in str(failure.value)
+
+
+def test_email_down_while_rejecting_then_the_retry_tells_the_manager(
+    settings, clock, blob_service, smtp: SmtpSink
+) -> None:
+    sender = FailOnce(
+        SmtpEmailSender("127.0.0.1", smtp.port, "egress@dsh.example"), "send", EmailUnavailable("SMTP down")
+    )
+    services = build_services(settings, email=sender, clock=clock)
+    package_id = new_package_id()
+    manifest = manifest_for(package_id, SAMPLE_FILES, expires_in_hours=500)
+    raw = stage(blob_service, services.settings.staging_container, package_id, SAMPLE_FILES, manifest)
+    with pytest.raises(EmailUnavailable):
+        services.egress.process(package_id, raw)
+    assert services.egress.process(package_id, raw) == Outcome.REJECTED
+    assert services.egress.process(package_id, raw) == Outcome.UNCHANGED
+    record = services.registry.get_package(package_id)
+    assert record is not None and record.status == PackageStatus.REJECTED
+    assert len(smtp.to(MANAGER)) == 1
+
+
+def test_email_down_while_expiring_then_the_next_sweep_tells_the_manager(
+    settings, clock, blob_service, smtp: SmtpSink
+) -> None:
+    from datetime import timedelta
+
+    services = build_services(settings, clock=clock)
+    package_id = new_package_id()
+    raw = stage(
+        blob_service,
+        services.settings.staging_container,
+        package_id,
+        SAMPLE_FILES,
+        manifest_for(package_id, SAMPLE_FILES),
+    )
+    services.egress.process(package_id, raw)
+    smtp.clear()
+    clock.offset = timedelta(hours=49)
+    failing = build_services(
+        settings,
+        email=FailOnce(SmtpEmailSender("127.0.0.1", smtp.port, "x@dsh.example"), "send", EmailUnavailable("down")),
+        clock=clock,
+    )
+    assert failing.expiry.sweep().expired == []
+    assert services.registry.list_grants(package_id=package_id)[0].status == GrantStatus.ACTIVE
+    assert services.delivery.stored_policies(f"egress-{package_id}") == [], "the link is dead already"
+    assert failing.expiry.sweep().expired != []
+    assert len(smtp.to(MANAGER)) == 1
+    assert services.registry.list_grants(package_id=package_id)[0].status == GrantStatus.EXPIRED

@@ -1,0 +1,49 @@
+"""The newcomer's path: `make run` brings the stack up, `make demo` plays the story and passes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.servers import ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def test_the_demo_passes_on_the_one_command_stack(tmp_path: Path) -> None:
+    log = tmp_path / "stack.log"
+    env = {**os.environ, "EGRESS_LOCAL_DIR": str(tmp_path / "local")}
+    with log.open("wb") as out:
+        stack = subprocess.Popen(
+            [sys.executable, "-m", "devhost.stack"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while "Local egress stack is up" not in log.read_text():
+            assert stack.poll() is None, "the stack stopped at start:\n" + log.read_text()
+            assert time.monotonic() < deadline, "the stack did not come up:\n" + log.read_text()
+            time.sleep(0.2)
+        for where in ("http://127.0.0.1:1080", "http://127.0.0.1:7071/api", "http://127.0.0.1:10000"):
+            assert where in log.read_text()
+
+        demo = subprocess.run(
+            [sys.executable, "-m", "devhost.demo"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        )
+
+        assert demo.returncode == 0, demo.stdout + demo.stderr
+        assert demo.stdout.rstrip().splitlines()[-1].startswith("PASS:")
+        assert "Chain verified: intact." in demo.stdout
+        assert (tmp_path / "local" / "function-key").read_text() not in demo.stdout + demo.stderr
+    finally:
+        stack.send_signal(signal.SIGINT)
+        try:
+            stack.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            stack.kill()
+            stack.wait()

@@ -66,6 +66,14 @@ def list_grants(req: func.HttpRequest) -> func.HttpResponse:
     return json_response({"grants": grants})
 
 
+@bp.function_name("key_release")
+@bp.route(route="packages/{package_id}/key-release", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@handles_errors
+def key_release(req: func.HttpRequest) -> func.HttpResponse:
+    actor = caller(req)
+    return json_response(get_services().encrypted.release_key(req.route_params["package_id"], actor))
+
+
 @bp.function_name("health")
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def health(req: func.HttpRequest) -> func.HttpResponse:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from azure.communication.email import EmailClient
@@ -12,14 +13,17 @@ from azure.data.tables import TableServiceClient
 from azure.keyvault.secrets import SecretClient
 from azure.storage.blob import BlobServiceClient
 
+from shared.adapters.age_crypto import AgeCrypto
 from shared.adapters.audit_log import BlobAuditTrail
 from shared.adapters.blob_store import AzureBlobStore, client_options
 from shared.adapters.email import AcsEmailSender, SmtpEmailSender
+from shared.adapters.package_keys import KeyVaultPackageKeys, LocalPackageKeys
 from shared.adapters.sas import SasLinkMinter
 from shared.adapters.secrets import KeyVaultSigningKeys, LocalSigningKeys
 from shared.adapters.table_registry import TableRegistry
-from shared.ports import Clock, EmailSender, SigningKeys
+from shared.ports import Clock, EmailSender, PackageKeys, SigningKeys
 from shared.services.egress import EgressConfig, EgressService
+from shared.services.encrypted import EncryptedConfig, EncryptedDelivery
 from shared.services.expiry import ExpiryService
 from shared.services.grants import GrantService
 from shared.settings import Settings, get_settings
@@ -36,6 +40,7 @@ class Services:
     egress: EgressService
     grants: GrantService
     expiry: ExpiryService
+    encrypted: EncryptedDelivery
     audit: BlobAuditTrail
     registry: TableRegistry
     staging: AzureBlobStore
@@ -83,6 +88,7 @@ def build_services(
     email: EmailSender | None = None,
     keys: SigningKeys | None = None,
     clock: Clock | None = None,
+    keys_store: PackageKeys | None = None,
 ) -> Services:
     """Wire every service from ``settings``; tests may pass their own email sender, key source or clock."""
     staging_client = _blob_service(settings.egress_storage, settings.egress_blob_service_uri)
@@ -108,6 +114,30 @@ def build_services(
     staging.ensure_container(settings.staging_container)
     staging.ensure_container(settings.records_container)
 
+    package_keys: PackageKeys
+    if settings.key_vault_url:
+        package_keys = KeyVaultPackageKeys(SecretClient(settings.key_vault_url, credential=_credential()))
+    else:
+        package_keys = LocalPackageKeys(Path(settings.local_secrets_dir))
+    encrypted = EncryptedDelivery(
+        staging=staging,
+        delivery=delivery,
+        keys=keys_store or package_keys,
+        crypto=AgeCrypto(),
+        registry=registry,
+        audit=audit,
+        email=sender,
+        clock=clock,
+        config=EncryptedConfig(
+            staging_container=settings.staging_container,
+            records_container=settings.records_container,
+            sftp_container=settings.sftp_container,
+            sftp_host=settings.sftp_host,
+            sftp_username=settings.sftp_username,
+            system_manager_email=settings.system_manager_email,
+            retention=timedelta(hours=settings.retention_hours),
+        ),
+    )
     egress = EgressService(
         staging=staging,
         delivery=delivery,
@@ -123,6 +153,7 @@ def build_services(
             policy=settings.policy(),
             workers=settings.copy_workers,
         ),
+        encrypted=encrypted,
     )
     grants = GrantService(
         registry=registry,
@@ -142,8 +173,9 @@ def build_services(
         clock=clock,
         system_manager_email=settings.system_manager_email,
         retention=timedelta(hours=settings.retention_hours),
+        encrypted=encrypted,
     )
-    return Services(settings, egress, grants, expiry, audit, registry, staging, delivery)
+    return Services(settings, egress, grants, expiry, encrypted, audit, registry, staging, delivery)
 
 
 _lock = threading.Lock()

@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     email_sender: str = Field("egress@dsh.example", alias="EMAIL_SENDER")
     system_manager_email: str = Field("system-manager@dsh.example", alias="SYSTEM_MANAGER_EMAIL")
 
+    sftp_container: str = Field("egress-sftp", alias="SFTP_CONTAINER")
+    sftp_host: str = Field("sftp.dsh.example", alias="SFTP_HOST")
+    sftp_username: str = Field("egress", alias="SFTP_USERNAME")
+    local_secrets_dir: str = Field(".local/secrets", alias="LOCAL_SECRETS_DIR")
+
     sas_allow_http: bool = Field(False, alias="SAS_ALLOW_HTTP")
     expiry_schedule: str = Field("0 */5 * * * *", alias="EXPIRY_SCHEDULE")
     retention_hours: float = Field(168.0, ge=0, alias="RETENTION_HOURS")

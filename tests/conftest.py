@@ -56,7 +56,7 @@ def clock() -> ShiftableClock:
 
 
 @pytest.fixture
-def settings(azurite: Azurite, smtp: SmtpSink) -> Settings:
+def settings(azurite: Azurite, smtp: SmtpSink, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     tag = secrets.token_hex(3)
     return Settings(
         EGRESS_STORAGE=azurite.connection_string(),
@@ -70,6 +70,8 @@ def settings(azurite: Azurite, smtp: SmtpSink) -> Settings:
         SYSTEM_MANAGER_EMAIL=MANAGER,
         SAS_ALLOW_HTTP=True,
         RETENTION_HOURS=24,
+        SFTP_CONTAINER=f"sftp-{tag}",
+        LOCAL_SECRETS_DIR=str(tmp_path_factory.mktemp("secrets")),
     )
 
 

@@ -5,12 +5,14 @@ Downloads stream in fixed chunks, so memory stays bounded whatever a blob's size
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import io
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from azure.core.exceptions import (
     AzureError,
@@ -62,6 +64,50 @@ def _moment(value: datetime | str) -> datetime:
     return value if isinstance(value, datetime) else datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
+class _ChunkReader(io.RawIOBase):
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            try:
+                self._pending = next(self._chunks)
+            except StopIteration:
+                return 0
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+
+class _BlockWriter(io.RawIOBase):
+    """Stages a block per write (the BufferedWriter in front makes them CHUNK_BYTES) and commits on close."""
+
+    def __init__(self, blob: Any) -> None:
+        self._blob = blob
+        self._blocks: list[Any] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        from azure.storage.blob import BlobBlock
+
+        block_id = base64.b64encode(f"{len(self._blocks):08d}".encode()).decode()
+        _storage_call(f"writing {self._blob.blob_name}", lambda: self._blob.stage_block(block_id, bytes(data)))
+        self._blocks.append(BlobBlock(block_id=block_id))
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            _storage_call(f"writing {self._blob.blob_name}", lambda: self._blob.commit_block_list(self._blocks))
+        super().close()
+
+
 class AzureBlobStore:
     """One storage account's blob service."""
 
@@ -96,6 +142,14 @@ class AzureBlobStore:
             sha.update(chunk)
             size += len(chunk)
         return FileDigest(size=size, sha256=sha.hexdigest())
+
+    def open_read(self, container: str, name: str) -> BinaryIO:
+        """A readable stream over the blob, fetched chunk by chunk."""
+        return io.BufferedReader(_ChunkReader(self.chunks(container, name)), CHUNK_BYTES)
+
+    def open_write(self, container: str, name: str) -> BinaryIO:
+        """A writable stream that uploads in blocks and commits the blob when closed."""
+        return io.BufferedWriter(_BlockWriter(self._service.get_blob_client(container, name)), CHUNK_BYTES)
 
     def read(self, container: str, name: str) -> bytes:
         return b"".join(self.chunks(container, name))

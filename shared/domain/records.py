@@ -69,6 +69,11 @@ class PackageRecord(_Record):
     sealed_at: datetime | None = None
     granted_at: datetime | None = None
     closed_at: datetime | None = None
+    expires_at: datetime | None = None  # sftp/physical: the key can be released until then
+    recipients_notified_at: datetime | None = None
+    key_released_at: datetime | None = None
+    key_released_by: str | None = None
+    key_destroyed_at: datetime | None = None
 
     def transition(self, to: PackageStatus, **changes: object) -> PackageRecord:
         if to not in PACKAGE_TRANSITIONS[self.status]:

@@ -22,6 +22,7 @@ from shared.domain.records import GrantRecord, GrantStatus, PackageRecord, Packa
 from shared.errors import StorageUnavailable
 from shared.ports import AccessPolicy, AuditTrail, BlobStore, Clock, EmailSender, LinkMinter, Registry
 from shared.services import notifications
+from shared.services.encrypted import EncryptedDelivery
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ class EgressService:
         email: EmailSender,
         clock: Clock,
         config: EgressConfig,
+        encrypted: EncryptedDelivery | None = None,
     ) -> None:
         self._staging = staging
         self._delivery = delivery
@@ -79,6 +81,7 @@ class EgressService:
         self._email = email
         self._clock = clock
         self._config = config
+        self._encrypted = encrypted
 
     def process(self, package_id: str, raw: bytes) -> Outcome:
         digest = hashlib.sha256(raw).hexdigest()
@@ -115,7 +118,10 @@ class EgressService:
         self._staging.delete_blobs(
             self._config.staging_container, [f"{staged_prefix(package_id)}{f.path}" for f in manifest.files]
         )
-        self._grant(record, manifest)
+        if manifest.method == Method.STORAGE_EXPLORER:
+            self._grant(record, manifest)
+        else:
+            self._deliver_encrypted(record, manifest)
         return Outcome.GRANTED
 
     # -- validation ---------------------------------------------------------------------
@@ -131,7 +137,7 @@ class EgressService:
                 f"package_id in the manifest is {manifest.package_id!r} but it was staged under {package_id!r}/"
             )
         reasons += policy_problems(manifest, self._config.policy)
-        if manifest.method != Method.STORAGE_EXPLORER:
+        if manifest.method != Method.STORAGE_EXPLORER and self._encrypted is None:
             reasons.append(
                 f"method {manifest.method.value} is not enabled in this deployment yet; "
                 "use storage_explorer or ask the system manager"
@@ -244,6 +250,18 @@ class EgressService:
         self._staging.write(
             self._config.records_container, f"manifests/{package_id}.json", manifest.model_dump_json(indent=2).encode()
         )
+        if manifest.method != Method.STORAGE_EXPLORER:
+            assert self._encrypted is not None
+            encrypted = self._encrypted.seal(package_id, manifest)
+            return self._mark_sealed(
+                record,
+                {
+                    "location": "/".join(self._encrypted.location(package_id, manifest.method)),
+                    "files": len(encrypted["files"]),
+                    "bytes": manifest.total_bytes,
+                    "encrypted": True,
+                },
+            )
         container = egress_container(package_id)
         self._delivery.ensure_container(container)
         prefix = staged_prefix(package_id)
@@ -259,21 +277,22 @@ class EgressService:
             raise StorageUnavailable(f"the sealed copy of {len(bad)} file(s) did not verify, e.g. {bad[0]!r}")
         stale = [b.name for b in self._delivery.list_blobs(container, "") if b.name not in wanted]
         self._delivery.delete_blobs(container, stale)
-        sealed = self._registry.update_package(
-            record.transition(PackageStatus.SEALED, sealed_at=self._clock.now(), updated_at=self._clock.now())
-        )
-        self._audit.append(
-            package_id,
-            "sealed",
-            ACTOR,
-            {
-                "container": container,
-                "files": len(wanted),
-                "bytes": manifest.total_bytes,
-                "manifest_sha256": record.manifest_sha256,
-            },
-        )
+        return self._mark_sealed(record, {"container": container, "files": len(wanted), "bytes": manifest.total_bytes})
+
+    def _mark_sealed(self, record: PackageRecord, details: dict[str, object]) -> PackageRecord:
+        now = self._clock.now()
+        sealed = self._registry.update_package(record.transition(PackageStatus.SEALED, sealed_at=now, updated_at=now))
+        self._audit.append(record.package_id, "sealed", ACTOR, {**details, "manifest_sha256": record.manifest_sha256})
         return sealed
+
+    def _deliver_encrypted(self, record: PackageRecord, manifest: Manifest) -> None:
+        assert self._encrypted is not None
+        record = self._encrypted.notify(record, manifest)
+        now = self._clock.now()
+        self._registry.update_package(record.transition(PackageStatus.GRANTED, granted_at=now, updated_at=now))
+        self._audit.append(record.package_id, "granted", ACTOR, {"method": manifest.method.value})
+        self._staging.delete_blobs(self._config.staging_container, [manifest_blob(record.package_id)])
+        logger.info("package %s encrypted for %s", record.package_id, manifest.method.value)
 
     def _grant(self, record: PackageRecord, manifest: Manifest) -> None:
         package_id = record.package_id

@@ -11,6 +11,7 @@ from shared.errors import ConcurrencyConflict, EgressError
 from shared.ports import AuditTrail, BlobStore, Clock, EmailSender, Registry
 from shared.services import notifications
 from shared.services.egress import egress_container
+from shared.services.encrypted import EncryptedDelivery
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +22,7 @@ ACTOR = "expiry-timer"
 class SweepReport:
     expired: list[str] = field(default_factory=list)
     closed: list[str] = field(default_factory=list)
+    keys_destroyed: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
 
 
@@ -35,6 +37,7 @@ class ExpiryService:
         clock: Clock,
         system_manager_email: str,
         retention: timedelta,
+        encrypted: EncryptedDelivery | None = None,
     ) -> None:
         self._registry = registry
         self._delivery = delivery
@@ -43,6 +46,7 @@ class ExpiryService:
         self._clock = clock
         self._manager = system_manager_email
         self._retention = retention
+        self._encrypted = encrypted
 
     def sweep(self) -> SweepReport:
         """One pass; a failure on one grant or package is logged and left for the next pass."""
@@ -72,7 +76,16 @@ class ExpiryService:
             )
             report.expired.append(grant.grant_id)
 
+        if self._encrypted is not None:
+            try:
+                keys_destroyed, encrypted_closed = self._encrypted.sweep(now)
+                report.keys_destroyed += keys_destroyed
+                report.closed += encrypted_closed
+            except EgressError as exc:
+                logger.warning("encrypted packages: sweep incomplete: %s", exc.message)
         for package in self._registry.list_packages(status=PackageStatus.GRANTED):
+            if package.method in ("sftp", "physical"):
+                continue  # closed by the encrypted delivery's own sweep above
             grants = self._registry.list_grants(package_id=package.package_id)
             if any(g.status == GrantStatus.ACTIVE for g in grants):
                 continue

@@ -55,6 +55,10 @@ class GrantService:
             "granted_at": record.granted_at.isoformat() if record.granted_at else None,
             "closed_at": record.closed_at.isoformat() if record.closed_at else None,
             "rejection_reasons": list(record.rejection_reasons),
+            "expires_at": record.expires_at.isoformat() if record.expires_at else None,
+            "key_released_at": record.key_released_at.isoformat() if record.key_released_at else None,
+            "key_released_by": record.key_released_by,
+            "key_destroyed_at": record.key_destroyed_at.isoformat() if record.key_destroyed_at else None,
             "grants": [g.public_view() for g in grants],
             "audit": [e.model_dump(mode="json") for e in self._audit.read(package_id)],
         }

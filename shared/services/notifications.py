@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from html import escape
+from typing import Any
 
 from shared.domain.manifest import Manifest
 from shared.domain.records import GrantRecord
@@ -168,4 +169,122 @@ def manager_closed(package_id: str, manager: str) -> OutgoingEmail:
         "copy was deleted. The registry record and the audit trail remain.",
         [],
         key=f"closed:{package_id}",
+    )
+
+
+def _encrypted_files(encrypted: dict[str, Any]) -> list[str]:
+    return [
+        f"{f['encrypted_path']}  {_size(f['encrypted_size'])}  sha256 {f['encrypted_sha256']}"
+        for f in encrypted["files"]
+    ]
+
+
+def sftp_address(
+    manifest: Manifest, name: str, to: str, host: str, folder: str, encrypted: dict[str, Any]
+) -> OutgoingEmail:
+    return _render(
+        to,
+        f"Data egress: {manifest.package_id} is ready on the SFTP server (1 of 2: address)",
+        f"Dear {name}, the outputs of work package {manifest.package_id} ({manifest.title}) are ready, encrypted, "
+        "on our SFTP server. The connection details come in a separate email; the decryption key comes in a "
+        "third email once you tell the system manager that you have the files.",
+        [
+            _Section("Server", [f"Address: sftp://{host}", f"Folder: {folder}"]),
+            _Section("Encrypted files and their SHA-256 (check them after download)", _encrypted_files(encrypted)),
+            _Section(
+                "Format",
+                [
+                    "Each file is encrypted with age (https://age-encryption.org), which is free and open source;",
+                    "encrypted-manifest.json beside the files lists every file's SHA-256 before and after encryption.",
+                ],
+            ),
+        ],
+        key=f"sftp-address:{manifest.package_id}:{to}",
+    )
+
+
+def sftp_connection(package_id: str, name: str, to: str, username: str, manager: str) -> OutgoingEmail:
+    return _render(
+        to,
+        f"Data egress: {package_id} SFTP connection details (2 of 2)",
+        f"Dear {name}, these are the connection details for the SFTP server named in the previous email.",
+        [
+            _Section(
+                "Connection",
+                [
+                    f"Username: {username}",
+                    f"Password or SSH key: arranged with the system manager ({manager}); it is never sent by email.",
+                ],
+            ),
+            _Section("Example", [f"sftp {username}@<the server address from the first email>"], code=True),
+        ],
+        key=f"sftp-connection:{package_id}:{to}",
+    )
+
+
+def physical_notice(manifest: Manifest, name: str, to: str, encrypted: dict[str, Any], manager: str) -> OutgoingEmail:
+    return _render(
+        to,
+        f"Data egress: {manifest.package_id} will come on a physical disk",
+        f"Dear {name}, the outputs of work package {manifest.package_id} ({manifest.title}) are being written, "
+        f"encrypted, to a disk that the system manager ({manager}) will have delivered to you. When it arrives, "
+        "check the files against the list below and tell the system manager: the decryption key comes in a "
+        "separate email after that.",
+        [_Section("Encrypted files and their SHA-256", _encrypted_files(encrypted))],
+        key=f"physical:{manifest.package_id}:{to}",
+    )
+
+
+def key_release(package_id: str, name: str, to: str, identity: str, encrypted: dict[str, Any]) -> OutgoingEmail:
+    age_lines = [f'age -d -i key.txt -o "{f["path"]}" "{f["encrypted_path"]}"' for f in encrypted["files"][:20]]
+    if len(encrypted["files"]) > 20:
+        age_lines.append(f"... and the same for the other {len(encrypted['files']) - 20} files")
+    return _render(
+        to,
+        f"Data egress: {package_id} decryption key",
+        f"Dear {name}, this is the key that decrypts work package {package_id}. Keep it private and delete this "
+        "email once the files are decrypted.",
+        [
+            _Section("1. Save the key in a file named key.txt", [identity], code=True),
+            _Section(
+                "2a. Decrypt with age (https://age-encryption.org), in the folder with the files", age_lines, code=True
+            ),
+            _Section(
+                "2b. Or with the egress command line, which also checks every SHA-256",
+                ["egress decrypt <folder with the files> --key-file key.txt"],
+                code=True,
+            ),
+            _Section(
+                "3. Check", ["Compare each decrypted file's SHA-256 with plaintext sha256 in encrypted-manifest.json."]
+            ),
+        ],
+        key=f"key:{package_id}:{to}",
+    )
+
+
+def manager_encrypted_ready(manifest: Manifest, location: str, manager: str) -> OutgoingEmail:
+    steps = [f"Encrypted package: {location}"]
+    if manifest.method.value == "physical":
+        steps.append(f"Write it to the disk: egress write-disk {manifest.package_id} /path/to/mounted/disk")
+    steps.append(
+        f"When the recipients confirm they have the files: POST /api/packages/{manifest.package_id}/key-release"
+    )
+    return _render(
+        manager,
+        f"Data egress: {manifest.package_id} encrypted for {manifest.method.value}",
+        f"Work package {manifest.package_id} ({manifest.title}, tier {manifest.classification.tier}) was verified "
+        "and encrypted; its recipients were told. The key is in Key Vault and is not in this email.",
+        [_Section("Next steps", steps)],
+        key=f"encrypted-ready:{manifest.package_id}",
+    )
+
+
+def manager_key_released(package_id: str, actor: str, recipients: list[str], manager: str) -> OutgoingEmail:
+    return _render(
+        manager,
+        f"Data egress: {package_id} key released",
+        f"The decryption key of work package {package_id} was emailed to {', '.join(recipients)} at the request "
+        f"of {actor}. The key is not in this email.",
+        [],
+        key=f"key-released:{package_id}",
     )

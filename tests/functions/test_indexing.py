@@ -20,6 +20,7 @@ def test_the_functions_registered(bindings: dict[str, dict]) -> None:
         "revoke_grant",
         "revoke_package",
         "list_grants",
+        "key_release",
         "health",
         "expire_grants",
     }
@@ -40,6 +41,7 @@ def test_blob_trigger(bindings: dict[str, dict]) -> None:
         ("revoke_grant", "grants/{grant_id}/revoke", "POST", "function"),
         ("revoke_package", "packages/{package_id}/revoke", "POST", "function"),
         ("list_grants", "grants", "GET", "function"),
+        ("key_release", "packages/{package_id}/key-release", "POST", "function"),
         ("health", "health", "GET", "anonymous"),
     ],
 )

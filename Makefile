@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install test lint bench run demo clean
+.PHONY: install age-tool test lint bench run demo clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	python3 -m venv $(VENV)
@@ -14,7 +14,13 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
 
-install: $(VENV)/.installed node_modules/.installed
+# Debian's `age`: the open tool recipients decrypt with; the tests check interoperability with it.
+age-tool:
+	@command -v age >/dev/null 2>&1 || apt-get install -y -qq age >/dev/null 2>&1 || \
+	  (apt-get update -qq && apt-get install -y -qq age) || \
+	  { echo "install Debian's age package (apt-get install age) and run again"; exit 1; }
+
+install: $(VENV)/.installed node_modules/.installed age-tool
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -7,6 +7,7 @@ Human output by default, ``--json`` for scripts. Exit codes: 0 ok, 2 bad input, 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -17,7 +18,7 @@ import click
 
 from cli import folder
 from cli.backend import ApiBackend, Backend, DirectBackend, audit_problems
-from shared.errors import EgressError, InvalidRequest
+from shared.errors import Conflict, EgressError, InvalidRequest, NotFound
 from shared.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -377,3 +378,77 @@ def download(obj: Context, sas_url: str, directory: Path, checksums: Path | None
     obj.emit(report, human)
     if bad or missing:
         sys.exit(2)
+
+
+@main.command()
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.option(
+    "--key-file",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    required=True,
+    help="key.txt with the AGE-SECRET-KEY-1... line from the key email.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Where the plain files go (default: DIRECTORY).",
+)
+@click.pass_obj
+def decrypt(obj: Context, directory: Path, key_file: Path, out: Path | None) -> None:
+    """Check an encrypted package as it arrived, decrypt it, and check every plain file's SHA-256."""
+    from cli.encrypted import decrypt_folder, load_encrypted_manifest
+
+    lines = [line.strip() for line in key_file.read_text().splitlines() if line.strip().startswith("AGE-SECRET-KEY-")]
+    if not lines:
+        raise InvalidRequest(f"{key_file} holds no AGE-SECRET-KEY-1... line")
+    total = sum(f["size"] for f in load_encrypted_manifest(directory)["files"])
+    with _bar(total, "Decrypting", obj.as_json) as progress:
+        results = decrypt_folder(directory, out or directory, lines[0], progress)
+    obj.emit(
+        {"directory": str(out or directory), "files": results, "ok": True},
+        lambda r: click.echo(f"Decrypted {len(r['files'])} files into {r['directory']}; every SHA-256 matches."),
+    )
+
+
+@main.command("write-disk")
+@click.argument("package_id")
+@click.argument("path", type=click.Path(path_type=Path, file_okay=False))
+@click.pass_obj
+def write_disk(obj: Context, package_id: str, path: Path) -> None:
+    """System manager: write a physical package, encrypted, to a mounted disk, then verify it."""
+    from cli.encrypted import check_arrived, load_encrypted_manifest
+    from shared.bootstrap import build_services
+    from shared.services.encrypted import ENCRYPTED_MANIFEST
+
+    services = build_services(obj.settings())
+    record = services.registry.get_package(package_id)
+    if record is None:
+        raise NotFound(f"there is no package {package_id}")
+    if record.method != "physical" or record.status != "granted":
+        raise Conflict(
+            f"{package_id} is a {record.method} package in status {record.status}; "
+            "only a delivered physical package goes to disk"
+        )
+    container, prefix = services.encrypted.location(package_id, record.method)
+    encrypted = services.encrypted.encrypted_manifest(package_id, record.method)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / ENCRYPTED_MANIFEST).write_text(json.dumps(encrypted, indent=2))
+    with _bar(sum(f["encrypted_size"] for f in encrypted["files"]), "Writing", obj.as_json) as progress:
+        for entry in load_encrypted_manifest(path)["files"]:
+            target = path / entry["encrypted_path"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with target.open("wb") as out:
+                for chunk in services.delivery.chunks(container, prefix + entry["encrypted_path"]):
+                    out.write(chunk)
+                    progress(len(chunk))
+    os.sync()  # the disk is about to be unplugged and couriered
+    problems = check_arrived(path, encrypted)
+    if problems:
+        raise Conflict("what was written does not read back as sent:\n  - " + "\n  - ".join(problems))
+    obj.emit(
+        {"package_id": package_id, "path": str(path), "files": len(encrypted["files"]), "verified": True},
+        lambda r: click.echo(
+            f"Wrote {r['files']} encrypted files of {r['package_id']} to {r['path']} and read them back: all match."
+        ),
+    )

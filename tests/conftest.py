@@ -13,8 +13,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from azure.storage.blob import BlobServiceClient
 
-from shared.bootstrap import Services, build_services
-from shared.settings import Settings
+from shared.bootstrap import Services, build_services, get_services, reset_services
+from shared.settings import Settings, get_settings
 from tests.support.servers import Azurite, SmtpSink, start_azurite, start_smtp_sink
 
 MANAGER = "system-manager@dsh.example"
@@ -83,3 +83,16 @@ def services(settings: Settings, clock: ShiftableClock) -> Services:
 @pytest.fixture
 def blob_service(azurite: Azurite) -> BlobServiceClient:
     return BlobServiceClient.from_connection_string(azurite.connection_string())
+
+
+@pytest.fixture
+def app_services(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Services]:
+    for field, info in Settings.model_fields.items():
+        value = getattr(settings, field)
+        if value is not None and info.alias:
+            monkeypatch.setenv(info.alias, str(value).lower() if isinstance(value, bool) else str(value))
+    get_settings.cache_clear()
+    reset_services()
+    yield get_services()
+    get_settings.cache_clear()
+    reset_services()

@@ -34,7 +34,7 @@ class AgeCrypto:
             raise InvalidRequest("the key file does not hold an age identity (AGE-SECRET-KEY-1...)") from exc
         try:
             pyrage.decrypt_io(source, target, [key])
-        except pyrage.DecryptError as exc:
+        except (pyrage.DecryptError, OSError) as exc:  # a truncated stream surfaces as an I/O error
             raise InvalidRequest(
-                "decryption failed: the key does not fit this file, or the file is damaged or truncated"
+                f"decryption failed ({exc}): the key does not fit this file, or the file is damaged or truncated"
             ) from exc

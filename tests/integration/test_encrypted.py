@@ -1,0 +1,292 @@
+"""Encrypted egress (sftp, physical): age round trips with the real `age` tool, key release, expiry."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import subprocess
+from datetime import timedelta
+from pathlib import Path
+
+import azure.functions as func
+import pytest
+from click.testing import CliRunner
+
+from cli.main import main as egress_cli
+from shared.bootstrap import Services
+from shared.domain.audit import verify_chain
+from shared.domain.records import PackageStatus
+from shared.errors import Conflict, NotFound
+from shared.services.egress import Outcome
+from tests.conftest import MANAGER
+from tests.support.packages import SAMPLE_FILES, manifest_for, new_package_id, stage
+from tests.support.servers import SmtpSink, body_text
+from tests.support.settings_file import write_local_settings
+
+pytestmark = pytest.mark.integration
+AGE = shutil.which("age")
+RECIPIENT = "ada@provider.example"
+
+
+@pytest.fixture(autouse=True)
+def _needs_age() -> None:
+    assert AGE, "the `age` tool is needed (make install puts Debian's age package on the machine)"
+
+
+def encrypted_package(services: Services, blob_service, method: str, files=SAMPLE_FILES) -> str:
+    package_id = new_package_id()
+    manifest = manifest_for(package_id, files, method=method)
+    raw = stage(blob_service, services.settings.staging_container, package_id, files, manifest)
+    assert services.egress.process(package_id, raw) == Outcome.GRANTED
+    return package_id
+
+
+def fetch(services: Services, package_id: str, method: str, into: Path) -> dict:
+    """What an SFTP client or the disk would hand the recipient."""
+    container, prefix = services.encrypted.location(package_id, method)
+    for blob in services.delivery.list_blobs(container, prefix):
+        target = into / blob.name[len(prefix) :]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(b"".join(services.delivery.chunks(container, blob.name)))
+    return json.loads((into / "encrypted-manifest.json").read_text())
+
+
+def key_from_email(smtp: SmtpSink) -> str:
+    (mail,) = [m for m in smtp.to(RECIPIENT) if "decryption key" in m["Subject"]]
+    return re.search(r"AGE-SECRET-KEY-1[0-9A-Z]+", body_text(mail)).group(0)
+
+
+def release(services: Services, package_id: str) -> func.HttpResponse:
+    from functions.http_api import key_release
+
+    return key_release(func.HttpRequest("POST", "/x", route_params={"package_id": package_id}, body=b""))
+
+
+def test_sftp_round_trip_with_the_real_age_tool(
+    app_services: Services, blob_service, smtp: SmtpSink, tmp_path: Path, caplog
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    services = app_services
+    package_id = encrypted_package(services, blob_service, "sftp")
+
+    mails = smtp.to(RECIPIENT)
+    assert len(mails) == 2
+    assert "1 of 2" in mails[0]["Subject"] and "2 of 2" in mails[1]["Subject"]
+    assert "sftp://" in body_text(mails[0]) and "Username: egress" in body_text(mails[1])
+    assert "sftp://" not in body_text(mails[1]), "address and connection details travel separately"
+    encrypted = fetch(services, package_id, "sftp", tmp_path / "arrived")
+    assert encrypted["format"] == "age-encryption.org/v1"
+    assert sorted(f["path"] for f in encrypted["files"]) == sorted(SAMPLE_FILES)
+    assert not any("AGE-SECRET-KEY" in body_text(m) for m in smtp.to(RECIPIENT)), "no key before release"
+
+    answer = release(services, package_id)
+    assert answer.status_code == 200
+    key = key_from_email(smtp)
+    assert key not in answer.get_body().decode()
+    (tmp_path / "key.txt").write_text(key + "\n")
+
+    for entry in encrypted["files"]:
+        out = tmp_path / "plain" / entry["path"]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [
+                AGE,
+                "-d",
+                "-i",
+                str(tmp_path / "key.txt"),
+                "-o",
+                str(out),
+                str(tmp_path / "arrived" / entry["encrypted_path"]),
+            ],
+            check=True,
+        )
+        assert out.read_bytes() == SAMPLE_FILES[entry["path"]]
+
+    events = services.audit.read(package_id)
+    assert verify_chain(events) == []
+    (released,) = [e for e in events if e.action == "key_released"]
+    assert released.actor == "system-manager (function key)"
+
+    secret_places = {
+        "logs": "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith("mail")),
+        "audit": "".join(e.model_dump_json() for e in events),
+        "registry": repr(services.registry.get_package(package_id)),
+        "status": json.dumps(services.grants.package_status(package_id)),
+        "manager": "".join(m.as_string() for m in smtp.to(MANAGER)),
+        "storage": "".join(
+            b"".join(services.delivery.chunks(c, b.name)).decode("latin-1")
+            for c in (
+                services.settings.sftp_container,
+                services.settings.records_container,
+                services.settings.audit_container,
+            )
+            for b in services.delivery.list_blobs(c, "")
+        ),
+    }
+    for where, text in secret_places.items():
+        assert key not in text, f"the package key leaked into {where}"
+
+
+def test_release_twice_wrong_method_unknown_and_after_expiry_answer_409(
+    app_services: Services, blob_service, smtp: SmtpSink
+) -> None:
+    services = app_services
+    package_id = encrypted_package(services, blob_service, "sftp")
+    assert release(services, package_id).status_code == 200
+    sent = len(smtp.messages)
+    twice = release(services, package_id)
+    assert twice.status_code == 409 and "already released" in json.loads(twice.get_body())["message"]
+
+    link_package = encrypted_package(services, blob_service, "storage_explorer")
+    assert release(services, link_package).status_code == 409
+    assert release(services, "wp-unknown").status_code == 404
+
+    late = encrypted_package(services, blob_service, "physical")
+    record = services.registry.get_package(late)
+    services.registry.update_package(record.model_copy(update={"expires_at": record.expires_at - timedelta(hours=49)}))
+    sent = len(smtp.messages)
+    expired = release(services, late)
+    assert expired.status_code == 409 and "expired" in json.loads(expired.get_body())["message"]
+    assert len(smtp.messages) == sent, "a refused release emails nobody"
+
+
+def test_physical_disk_and_cli_decrypt(services: Services, blob_service, smtp: SmtpSink, tmp_path: Path) -> None:
+    package_id = encrypted_package(services, blob_service, "physical")
+    assert "physical disk" in smtp.to(RECIPIENT)[0]["Subject"]
+    assert "write-disk" in body_text(smtp.to(MANAGER)[0])
+    settings_file = write_local_settings(services.settings, tmp_path / "local.settings.json")
+    runner = CliRunner()
+    disk = tmp_path / "disk"
+    written = runner.invoke(
+        egress_cli, ["--settings", str(settings_file), "write-disk", package_id, str(disk)], catch_exceptions=False
+    )
+    assert written.exit_code == 0, written.output
+    assert "read them back: all match" in written.output
+    services.encrypted.release_key(package_id, "sm@dsh.example")
+    (tmp_path / "key.txt").write_text(key_from_email(smtp) + "\n")
+
+    result = runner.invoke(
+        egress_cli,
+        ["decrypt", str(disk), "--key-file", str(tmp_path / "key.txt"), "--out", str(tmp_path / "plain")],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    for path, data in SAMPLE_FILES.items():
+        assert (tmp_path / "plain" / path).read_bytes() == data
+
+
+def test_our_cli_decrypts_what_the_age_tool_encrypted(tmp_path: Path) -> None:
+    from shared.adapters.age_crypto import AgeCrypto
+
+    identity, recipient = AgeCrypto().new_identity()
+    folder = tmp_path / "received"
+    folder.mkdir()
+    plain = b"cohort,n\nA,120\n" * 1000
+    (tmp_path / "table.csv").write_bytes(plain)
+    subprocess.run([AGE, "-r", recipient, "-o", str(folder / "table.csv.age"), str(tmp_path / "table.csv")], check=True)
+    import hashlib
+
+    cipher = (folder / "table.csv.age").read_bytes()
+    (folder / "encrypted-manifest.json").write_text(
+        json.dumps(
+            {
+                "files": [
+                    {
+                        "path": "table.csv",
+                        "size": len(plain),
+                        "sha256": hashlib.sha256(plain).hexdigest(),
+                        "encrypted_path": "table.csv.age",
+                        "encrypted_size": len(cipher),
+                        "encrypted_sha256": hashlib.sha256(cipher).hexdigest(),
+                    }
+                ]
+            }
+        )
+    )
+    (tmp_path / "key.txt").write_text(identity)
+    result = CliRunner().invoke(
+        egress_cli, ["decrypt", str(folder), "--key-file", str(tmp_path / "key.txt")], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    assert (folder / "table.csv").read_bytes() == plain
+
+
+@pytest.fixture
+def arrived(services: Services, blob_service, smtp: SmtpSink, tmp_path: Path) -> tuple[Path, Path]:
+    package_id = encrypted_package(services, blob_service, "sftp")
+    fetch(services, package_id, "sftp", tmp_path / "arrived")
+    services.encrypted.release_key(package_id, "sm@dsh.example")
+    (tmp_path / "key.txt").write_text(key_from_email(smtp))
+    return tmp_path / "arrived", tmp_path / "key.txt"
+
+
+def _decrypt(folder: Path, key: Path):
+    return CliRunner().invoke(
+        egress_cli,
+        ["decrypt", str(folder), "--key-file", str(key), "--out", str(folder.parent / "plain")],
+        catch_exceptions=False,
+    )
+
+
+def test_a_wrong_key_is_a_clear_error_and_writes_nothing(arrived, tmp_path: Path) -> None:
+    from shared.adapters.age_crypto import AgeCrypto
+
+    folder, _ = arrived
+    (tmp_path / "other.txt").write_text(AgeCrypto().new_identity()[0])
+    result = _decrypt(folder, tmp_path / "other.txt")
+    assert result.exit_code == 2 and "the key does not fit" in result.output
+    assert not any((tmp_path / "plain").rglob("*.*")) if (tmp_path / "plain").exists() else True
+
+
+def test_a_truncated_ciphertext_is_caught_before_decrypting(arrived) -> None:
+    folder, key = arrived
+    victim = folder / "README.md.age"
+    victim.write_bytes(victim.read_bytes()[:-10])
+    result = _decrypt(folder, key)
+    assert result.exit_code == 2 and "README.md.age does not match its SHA-256" in result.output
+
+
+def test_swapped_files_are_caught(arrived) -> None:
+    folder, key = arrived
+    a, b = folder / "README.md.age", folder / "tables/table1.csv.age"
+    data_a, data_b = a.read_bytes(), b.read_bytes()
+    a.write_bytes(data_b)
+    b.write_bytes(data_a)
+    result = _decrypt(folder, key)
+    assert result.exit_code == 2 and "altered, truncated or swapped" in result.output
+
+
+def test_a_truncated_file_with_a_forged_manifest_still_gives_no_wrong_data(arrived) -> None:
+    import hashlib
+
+    folder, key = arrived
+    victim = folder / "README.md.age"
+    victim.write_bytes(victim.read_bytes()[:-10])
+    manifest = json.loads((folder / "encrypted-manifest.json").read_text())
+    for entry in manifest["files"]:
+        if entry["encrypted_path"] == "README.md.age":
+            entry["encrypted_size"] = victim.stat().st_size
+            entry["encrypted_sha256"] = hashlib.sha256(victim.read_bytes()).hexdigest()
+    (folder / "encrypted-manifest.json").write_text(json.dumps(manifest))
+    result = _decrypt(folder, key)
+    assert result.exit_code == 2 and "damaged or truncated" in result.output
+    assert not (folder.parent / "plain" / "README.md").exists()
+
+
+def test_expiry_destroys_the_key_and_retention_closes(services: Services, blob_service, smtp: SmtpSink, clock) -> None:
+    package_id = encrypted_package(services, blob_service, "sftp")
+    clock.offset = timedelta(hours=49)
+    report = services.expiry.sweep()
+    assert report.keys_destroyed == [package_id]
+    with pytest.raises(NotFound):
+        services.encrypted._keys.get(package_id)
+    with pytest.raises(Conflict):
+        services.encrypted.release_key(package_id, "sm")
+    clock.offset = timedelta(hours=49 + 25)
+    assert package_id in services.expiry.sweep().closed
+    record = services.registry.get_package(package_id)
+    assert record is not None and record.status == PackageStatus.CLOSED
+    assert services.delivery.list_blobs(services.settings.sftp_container, f"{package_id}/") == []
+    assert [e.action for e in services.audit.read(package_id)][-2:] == ["key_destroyed", "closed"]

@@ -9,13 +9,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cli.folder import sha256_file
 from shared.adapters.age_crypto import AgeCrypto
 from shared.domain.manifest import path_problem
 from shared.errors import InvalidRequest
 from shared.services.encrypted import ENCRYPTED_MANIFEST
 
 Progress = Callable[[int], None]
-CHUNK = 4 * 1024 * 1024
 
 
 def load_encrypted_manifest(folder: Path) -> dict[str, Any]:
@@ -34,16 +34,6 @@ def load_encrypted_manifest(folder: Path) -> dict[str, Any]:
     return data
 
 
-def _sha256(path: Path, progress: Progress | None = None) -> str:
-    sha = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK):
-            sha.update(chunk)
-            if progress:
-                progress(len(chunk))
-    return sha.hexdigest()
-
-
 def check_arrived(folder: Path, data: dict[str, Any]) -> list[str]:
     """What is wrong with the encrypted files as they arrived (empty: all there and unaltered)."""
     problems = []
@@ -51,7 +41,7 @@ def check_arrived(folder: Path, data: dict[str, Any]) -> list[str]:
         path = folder / entry["encrypted_path"]
         if not path.exists():
             problems.append(f"{entry['encrypted_path']} is missing")
-        elif path.stat().st_size != entry["encrypted_size"] or _sha256(path) != entry["encrypted_sha256"]:
+        elif path.stat().st_size != entry["encrypted_size"] or sha256_file(path) != entry["encrypted_sha256"]:
             problems.append(f"{entry['encrypted_path']} does not match its SHA-256 (altered, truncated or swapped)")
     return problems
 

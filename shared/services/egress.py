@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -22,6 +20,7 @@ from shared.domain.records import GrantRecord, GrantStatus, PackageRecord, Packa
 from shared.errors import StorageUnavailable
 from shared.ports import AccessPolicy, AuditTrail, BlobStore, Clock, EmailSender, LinkMinter, Registry
 from shared.services import notifications
+from shared.services.concurrency import parallel_map
 from shared.services.encrypted import EncryptedDelivery
 
 logger = logging.getLogger(__name__)
@@ -163,8 +162,10 @@ class EgressService:
                 to_hash.append(entry)
         for extra in sorted(set(staged) - set(manifest.file_map())):
             reasons.append(f"file {extra!r} was staged but is not in the manifest")
-        digests = self._parallel(
-            lambda e: self._staging.digest(self._config.staging_container, prefix + e.path), to_hash
+        digests = parallel_map(
+            lambda e: self._staging.digest(self._config.staging_container, prefix + e.path),
+            to_hash,
+            self._config.workers,
         )
         for entry, found in zip(to_hash, digests, strict=True):
             if found.sha256 != entry.sha256:
@@ -172,12 +173,6 @@ class EgressService:
                     f"file {entry.path!r} has SHA-256 {found.sha256}, not {entry.sha256} as the manifest says"
                 )
         return reasons
-
-    def _parallel(self, work: Callable, items: list) -> list:  # type: ignore[type-arg]
-        if len(items) <= 1:
-            return [work(item) for item in items]
-        with ThreadPoolExecutor(max_workers=self._config.workers) as pool:
-            return list(pool.map(work, items))
 
     # -- state changes ------------------------------------------------------------------
 
@@ -272,7 +267,7 @@ class EgressService:
             found = self._delivery.digest(container, path)
             return None if found.sha256 == wanted[path].sha256 and found.size == wanted[path].size else path
 
-        bad = [p for p in self._parallel(copy_and_check, list(wanted)) if p]
+        bad = [p for p in parallel_map(copy_and_check, list(wanted), self._config.workers) if p]
         if bad:  # the staged files verified, so a wrong copy is a storage fault: let the host retry
             raise StorageUnavailable(f"the sealed copy of {len(bad)} file(s) did not verify, e.g. {bad[0]!r}")
         stale = [b.name for b in self._delivery.list_blobs(container, "") if b.name not in wanted]

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,6 +20,7 @@ from shared.domain.records import PackageRecord, PackageStatus
 from shared.errors import Conflict, NotFound, StorageUnavailable
 from shared.ports import AuditTrail, BlobStore, Clock, Crypto, EmailSender, PackageKeys, Registry
 from shared.services import notifications
+from shared.services.concurrency import parallel_map
 from shared.services.hashing_io import HashingReader, HashingWriter
 
 logger = logging.getLogger(__name__)
@@ -110,7 +109,7 @@ class EncryptedDelivery:
                 "encrypted_sha256": target.sha.hexdigest(),
             }
 
-        files = _parallel(encrypt, list(manifest.files), self._config.workers)
+        files = parallel_map(encrypt, list(manifest.files), self._config.workers)
         encrypted = {
             "package_id": package_id,
             "title": manifest.title,
@@ -258,12 +257,3 @@ class EncryptedDelivery:
                 self._audit.append(done.package_id, "closed", "expiry-timer", {"deleted": f"{container}/{prefix}"})
                 closed.append(done.package_id)
         return destroyed, closed
-
-
-def _parallel(
-    work: Callable[[FileEntry], dict[str, Any]], items: list[FileEntry], workers: int
-) -> list[dict[str, Any]]:
-    if len(items) <= 1:
-        return [work(item) for item in items]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(work, items))

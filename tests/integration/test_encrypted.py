@@ -21,7 +21,7 @@ from shared.domain.records import PackageStatus
 from shared.errors import Conflict, NotFound
 from shared.services.egress import Outcome
 from tests.conftest import MANAGER
-from tests.support.packages import SAMPLE_FILES, manifest_for, new_package_id, stage
+from tests.support.packages import SAMPLE_FILES, stage_new
 from tests.support.servers import SmtpSink, body_text
 from tests.support.settings_file import write_local_settings
 
@@ -36,9 +36,7 @@ def _needs_age() -> None:
 
 
 def encrypted_package(services: Services, blob_service, method: str, files=SAMPLE_FILES) -> str:
-    package_id = new_package_id()
-    manifest = manifest_for(package_id, files, method=method)
-    raw = stage(blob_service, services.settings.staging_container, package_id, files, manifest)
+    package_id, raw = stage_new(services, blob_service, files, method=method)
     assert services.egress.process(package_id, raw) == Outcome.GRANTED
     return package_id
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,7 +15,7 @@ from shared.errors import EmailUnavailable, SecretsUnavailable, StorageUnavailab
 from shared.ports import OutgoingEmail
 from shared.services.egress import Outcome
 from tests.conftest import MANAGER
-from tests.support.packages import SAMPLE_FILES, manifest_for, new_package_id, stage
+from tests.support.packages import stage_new
 from tests.support.servers import DEV_KEY, SmtpSink
 
 pytestmark = pytest.mark.integration
@@ -46,15 +45,8 @@ class FailOnce:
         return wrapped
 
 
-def _run_with_fault(services: Services, blob_service, fault: Callable[[], None] | None = None) -> str:
-    package_id = new_package_id()
-    raw = stage(
-        blob_service,
-        services.settings.staging_container,
-        package_id,
-        SAMPLE_FILES,
-        manifest_for(package_id, SAMPLE_FILES),
-    )
+def _run_with_fault(services: Services, blob_service) -> str:
+    package_id, raw = stage_new(services, blob_service)
     with pytest.raises(TransientError):
         services.egress.process(package_id, raw)
     assert services.egress.process(package_id, raw) == Outcome.GRANTED
@@ -116,14 +108,7 @@ def test_fault_messages_carry_no_secret(settings, clock, blob_service, smtp: Smt
             raise EmailUnavailable("the SMTP server did not take the email (ConnectionRefusedError)")
 
     services = build_services(settings, email=Exploding(), clock=clock)
-    package_id = new_package_id()
-    raw = stage(
-        blob_service,
-        services.settings.staging_container,
-        package_id,
-        SAMPLE_FILES,
-        manifest_for(package_id, SAMPLE_FILES),
-    )
+    package_id, raw = stage_new(services, blob_service)
     with pytest.raises(EmailUnavailable) as failure:
         services.egress.process(package_id, raw)
     assert "sig=" not in str(failure.value) and DEV_KEY not in str(failure.value)
@@ -136,9 +121,7 @@ def test_email_down_while_rejecting_then_the_retry_tells_the_manager(
         SmtpEmailSender("127.0.0.1", smtp.port, "egress@dsh.example"), "send", EmailUnavailable("SMTP down")
     )
     services = build_services(settings, email=sender, clock=clock)
-    package_id = new_package_id()
-    manifest = manifest_for(package_id, SAMPLE_FILES, expires_in_hours=500)
-    raw = stage(blob_service, services.settings.staging_container, package_id, SAMPLE_FILES, manifest)
+    package_id, raw = stage_new(services, blob_service, expires_in_hours=500)
     with pytest.raises(EmailUnavailable):
         services.egress.process(package_id, raw)
     assert services.egress.process(package_id, raw) == Outcome.REJECTED
@@ -154,14 +137,7 @@ def test_email_down_while_expiring_then_the_next_sweep_tells_the_manager(
     from datetime import timedelta
 
     services = build_services(settings, clock=clock)
-    package_id = new_package_id()
-    raw = stage(
-        blob_service,
-        services.settings.staging_container,
-        package_id,
-        SAMPLE_FILES,
-        manifest_for(package_id, SAMPLE_FILES),
-    )
+    package_id, raw = stage_new(services, blob_service)
     services.egress.process(package_id, raw)
     smtp.clear()
     clock.offset = timedelta(hours=49)

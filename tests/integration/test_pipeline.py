@@ -16,7 +16,7 @@ from shared.domain.audit import verify_chain
 from shared.domain.records import GrantStatus, PackageStatus
 from shared.services.egress import Outcome
 from tests.conftest import MANAGER
-from tests.support.packages import SAMPLE_FILES, manifest_for, new_package_id, stage, staged
+from tests.support.packages import SAMPLE_FILES, stage_new, staged
 from tests.support.servers import SmtpSink, body_text
 
 pytestmark = pytest.mark.integration
@@ -29,20 +29,8 @@ def links_in(smtp: SmtpSink, address: str) -> dict[str, str]:
     return dict(LINK_RE.findall(body_text(message)))
 
 
-def egress(services: Services, blob_service, files=SAMPLE_FILES, **overrides) -> tuple[str, bytes]:
-    package_id = new_package_id()
-    raw = stage(
-        blob_service,
-        services.settings.staging_container,
-        package_id,
-        files,
-        manifest_for(package_id, files, **overrides),
-    )
-    return package_id, raw
-
-
 def test_a_classified_package_is_sealed_granted_and_emailed(services: Services, blob_service, smtp: SmtpSink) -> None:
-    package_id, raw = egress(services, blob_service)
+    package_id, raw = stage_new(services, blob_service)
 
     assert services.egress.process(package_id, raw) == Outcome.GRANTED
 
@@ -67,7 +55,7 @@ def test_a_classified_package_is_sealed_granted_and_emailed(services: Services, 
 
 
 def test_the_token_is_bound_to_its_policy_address_and_https(services: Services, blob_service, smtp: SmtpSink) -> None:
-    package_id, raw = egress(services, blob_service)
+    package_id, raw = stage_new(services, blob_service)
     services.egress.process(package_id, raw)
     (grant,) = services.registry.list_grants(package_id=package_id)
 
@@ -88,7 +76,7 @@ def test_https_only_by_default(settings, clock, blob_service, smtp: SmtpSink) ->
     from shared.bootstrap import build_services
 
     services = build_services(settings.model_copy(update={"sas_allow_http": False}), clock=clock)
-    package_id, raw = egress(services, blob_service)
+    package_id, raw = stage_new(services, blob_service)
     services.egress.process(package_id, raw)
     for url in links_in(smtp, "ada@provider.example").values():
         assert parse_qs(urlsplit(url).query)["spr"] == ["https"]
@@ -97,7 +85,7 @@ def test_https_only_by_default(settings, clock, blob_service, smtp: SmtpSink) ->
 def test_the_link_reads_and_lists_but_cannot_write_delete_or_reach_elsewhere(
     services: Services, blob_service, smtp: SmtpSink
 ) -> None:
-    package_id, raw = egress(services, blob_service)
+    package_id, raw = stage_new(services, blob_service)
     services.egress.process(package_id, raw)
     url = next(iter(links_in(smtp, "ada@provider.example").values()))
     container = ContainerClient.from_container_url(url)
@@ -121,7 +109,7 @@ def test_the_link_reads_and_lists_but_cannot_write_delete_or_reach_elsewhere(
 def test_revoking_kills_the_link_at_once_and_again_is_harmless(
     services: Services, blob_service, smtp: SmtpSink
 ) -> None:
-    package_id, raw = egress(services, blob_service)
+    package_id, raw = stage_new(services, blob_service)
     services.egress.process(package_id, raw)
     url = next(iter(links_in(smtp, "ada@provider.example").values()))
     list_url = url + "&restype=container&comp=list"
@@ -143,7 +131,7 @@ def test_revoking_kills_the_link_at_once_and_again_is_harmless(
 def test_the_same_manifest_twice_gives_one_grant_and_one_email(
     services: Services, blob_service, smtp: SmtpSink
 ) -> None:
-    package_id, raw = egress(services, blob_service)
+    package_id, raw = stage_new(services, blob_service)
     assert services.egress.process(package_id, raw) == Outcome.GRANTED
     audit_length = len(services.audit.read(package_id))
 
@@ -161,7 +149,7 @@ def test_a_link_dies_at_expiry_and_the_timer_records_it(
     import time
     from datetime import timedelta
 
-    package_id, raw = egress(services, blob_service, expires_in_hours=1)
+    package_id, raw = stage_new(services, blob_service, expires_in_hours=1)
     clock.offset = -timedelta(hours=1) + timedelta(seconds=3)  # the grant is made "an hour ago" less 3 s
     services.egress.process(package_id, raw)
     clock.offset = timedelta()
@@ -186,7 +174,7 @@ def test_retention_closes_the_package_and_deletes_the_egressed_copy(
 ) -> None:
     from datetime import timedelta
 
-    package_id, raw = egress(services, blob_service)
+    package_id, raw = stage_new(services, blob_service)
     services.egress.process(package_id, raw)
     services.grants.revoke_package(package_id, "sm@dsh.example", "done")
     assert services.expiry.sweep().closed == [], "retention has not passed yet"

@@ -13,7 +13,8 @@ from azure.storage.blob import BlobServiceClient, ContainerClient
 from shared.bootstrap import Services, build_services
 from shared.settings import Settings
 from tests.conftest import MANAGER
-from tests.integration.test_pipeline import egress, links_in
+from tests.integration.test_pipeline import links_in
+from tests.support.packages import stage_new
 from tests.support.servers import DELIVERY_ACCOUNT, DELIVERY_KEY, DEV_KEY, Azurite, SmtpSink
 
 pytestmark = pytest.mark.integration
@@ -27,7 +28,7 @@ def test_tokens_and_keys_appear_nowhere_but_the_recipients_email(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    package_id, raw = egress(services, blob_service)
+    package_id, raw = stage_new(services, blob_service)
     services.egress.process(package_id, raw)
     signatures = [parse_qs(urlsplit(url).query)["sig"][0] for url in links_in(smtp, "ada@provider.example").values()]
     (grant,) = services.registry.list_grants(package_id=package_id)
@@ -58,7 +59,7 @@ def test_sealing_across_accounts_signs_with_the_delivery_account(
     """DELIVERY_STORAGE set: the sealed copy lives in the delivery account and its key signs."""
     delivery_cs = azurite.connection_string(DELIVERY_ACCOUNT, DELIVERY_KEY)
     services = build_services(settings.model_copy(update={"delivery_storage": delivery_cs}), clock=clock)
-    package_id, raw = egress(services, blob_service)
+    package_id, raw = stage_new(services, blob_service)
     services.egress.process(package_id, raw)
 
     assert not blob_service.get_container_client(f"egress-{package_id}").exists()

@@ -71,3 +71,12 @@ def staged(service: BlobServiceClient, container: str, package_id: str) -> dict[
     return {
         b.name: client.download_blob(b.name).readall() for b in client.list_blobs(name_starts_with=f"{package_id}/")
     }
+
+
+def stage_new(
+    services: Any, blob_service: BlobServiceClient, files: dict[str, bytes] = SAMPLE_FILES, **overrides: Any
+) -> tuple[str, bytes]:
+    """Stage a new classified package in ``services``' staging container; return its id and manifest bytes."""
+    package_id = new_package_id()
+    manifest = manifest_for(package_id, files, **overrides)
+    return package_id, stage(blob_service, services.settings.staging_container, package_id, files, manifest)

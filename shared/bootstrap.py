@@ -15,7 +15,7 @@ from azure.storage.blob import BlobServiceClient
 
 from shared.adapters.age_crypto import AgeCrypto
 from shared.adapters.audit_log import BlobAuditTrail
-from shared.adapters.blob_store import AzureBlobStore, client_options
+from shared.adapters.blob_store import AzureBlobStore, KeySignedService, client_options
 from shared.adapters.email import AcsEmailSender, SmtpEmailSender
 from shared.adapters.package_keys import KeyVaultPackageKeys, LocalPackageKeys
 from shared.adapters.sas import SasLinkMinter
@@ -60,6 +60,14 @@ def _blob_service(connection: str | None, service_uri: str | None) -> BlobServic
     return BlobServiceClient.from_connection_string(connection, **client_options())
 
 
+def _delivery_service(settings: Settings, staging: BlobServiceClient) -> BlobServiceClient:
+    if settings.delivery_blob_service_uri:
+        return _blob_service(None, settings.delivery_blob_service_uri)
+    if settings.delivery_storage:
+        return _blob_service(settings.delivery_storage, None)
+    return staging
+
+
 def _signing_keys(settings: Settings, delivery: BlobServiceClient) -> SigningKeys:
     if settings.key_vault_url:
         client = SecretClient(settings.key_vault_url, credential=_credential())
@@ -92,22 +100,21 @@ def build_services(
 ) -> Services:
     """Wire every service from ``settings``; tests may pass their own email sender, key source or clock."""
     staging_client = _blob_service(settings.egress_storage, settings.egress_blob_service_uri)
-    delivery_client = (
-        BlobServiceClient.from_connection_string(settings.delivery_storage, **client_options())
-        if settings.delivery_storage
-        else staging_client
-    )
+    delivery_client = _delivery_service(settings, staging_client)
     if settings.egress_table_service_uri:
         tables = TableServiceClient(settings.egress_table_service_uri, credential=_credential())
     else:
         tables = TableServiceClient.from_connection_string(settings.egress_storage)
+    signing = keys or _signing_keys(settings, delivery_client)
     staging = AzureBlobStore(staging_client)
-    delivery = AzureBlobStore(delivery_client)
+    # Reached by identity (Azure), the delivery account's stored access policies still need
+    # Shared Key: that client is built from the signing key (see KeySignedService).
+    by_key = getattr(delivery_client.credential, "account_key", None) is not None
+    delivery = AzureBlobStore(delivery_client, None if by_key else KeySignedService(delivery_client, signing))
     registry = TableRegistry(tables, settings.registry_table_prefix)
     clock = clock or SystemClock()
     audit = BlobAuditTrail(staging_client, settings.audit_container, clock.now)
     sender = email or _email(settings)
-    signing = keys or _signing_keys(settings, delivery_client)
 
     registry.ensure_tables()
     audit.ensure_container()

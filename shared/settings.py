@@ -25,6 +25,7 @@ class Settings(BaseSettings):
     egress_blob_service_uri: str | None = Field(None, alias="EGRESS_STORAGE__blobServiceUri")
     egress_table_service_uri: str | None = Field(None, alias="EGRESS_STORAGE__tableServiceUri")
     delivery_storage: str | None = Field(None, alias="DELIVERY_STORAGE")
+    delivery_blob_service_uri: str | None = Field(None, alias="DELIVERY_STORAGE__blobServiceUri")
     staging_container: str = Field("egress-staging", alias="STAGING_CONTAINER")
     audit_container: str = Field("egress-audit", alias="AUDIT_CONTAINER")
     records_container: str = Field("egress-records", alias="RECORDS_CONTAINER")

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, BinaryIO, TypeVar
 
+from azure.core.credentials import AzureNamedKeyCredential
 from azure.core.exceptions import (
     AzureError,
     HttpResponseError,
@@ -25,7 +26,7 @@ from azure.storage.blob import AccessPolicy as SdkAccessPolicy
 from azure.storage.blob import BlobServiceClient, ContainerSasPermissions
 
 from shared.errors import UNREACHABLE, ConcurrencyConflict, Forbidden, NotFound, StorageUnavailable
-from shared.ports import AccessPolicy, BlobInfo, BlobStore, FileDigest
+from shared.ports import AccessPolicy, BlobInfo, BlobStore, FileDigest, SigningKeys
 
 logger = logging.getLogger(__name__)
 
@@ -108,11 +109,41 @@ class _BlockWriter(io.RawIOBase):
         super().close()
 
 
-class AzureBlobStore:
-    """One storage account's blob service."""
+class KeySignedService:
+    """A Shared Key client of the same account, built with the key the signing-key source gives now.
 
-    def __init__(self, service: BlobServiceClient) -> None:
+    Azure lets only Shared Key read or write a container's stored access policies (Get/Set
+    Container ACL); Microsoft Entra tokens are refused. In Azure the function reaches the
+    delivery account by managed identity for everything else and through this client, with the
+    key held in Key Vault, for the policies. A rotated key is picked up on the next call.
+    """
+
+    def __init__(self, service: BlobServiceClient, keys: SigningKeys) -> None:
+        self._url = service.url
+        self._account = service.account_name or ""
+        self._keys = keys
+        self._cached: tuple[str, BlobServiceClient] | None = None
+
+    def __call__(self) -> BlobServiceClient:
+        key = self._keys.account_key()
+        if self._cached is None or self._cached[0] != key:
+            client = BlobServiceClient(
+                self._url, credential=AzureNamedKeyCredential(self._account, key), **client_options()
+            )
+            self._cached = (key, client)
+        return self._cached[1]
+
+
+class AzureBlobStore:
+    """One storage account's blob service.
+
+    ``acl_service`` gives the client for stored access policies when ``service`` is not
+    authorised by Shared Key (see ``KeySignedService``); by default ``service`` itself.
+    """
+
+    def __init__(self, service: BlobServiceClient, acl_service: Callable[[], BlobServiceClient] | None = None) -> None:
         self._service = service
+        self._acl_service = acl_service or (lambda: service)
         self.account_name: str = service.account_name or ""
 
     @property
@@ -216,7 +247,7 @@ class AzureBlobStore:
         return str(self._service.get_container_client(container).url)
 
     def stored_policies(self, container: str) -> list[AccessPolicy]:
-        client = self._service.get_container_client(container)
+        client = self._acl_service().get_container_client(container)
         acl = _storage_call(f"reading the access policies of {container}", client.get_container_access_policy)
         return [
             AccessPolicy(
@@ -231,11 +262,12 @@ class AzureBlobStore:
         The lease serialises concurrent writers (the trigger granting, an operator revoking, the
         timer expiring); without it one writer could put back a policy another just deleted.
         """
-        client = self._service.get_container_client(container)
+        client = self._acl_service().get_container_client(container)
         lease = self._acquire_lease(container)
         try:
             acl = _storage_call(
-                f"reading the access policies of {container}", lambda: client.get_container_access_policy(lease=lease)
+                f"reading the access policies of {container}",
+                lambda: client.get_container_access_policy(lease=lease.id),
             )
             policies = {si.id: si.access_policy for si in acl["signed_identifiers"]}
             for policy_id in remove:
@@ -248,7 +280,7 @@ class AzureBlobStore:
                 )
             _storage_call(
                 f"writing the access policies of {container}",
-                lambda: client.set_container_access_policy(signed_identifiers=policies, lease=lease),
+                lambda: client.set_container_access_policy(signed_identifiers=policies, lease=lease.id),
             )
         finally:
             try:

@@ -1,8 +1,9 @@
 # The README names these targets. `make test` on a fresh machine installs what it needs.
 VENV ?= .venv
 PY := $(VENV)/bin/python
+VENV_CHECKOV ?= .venv-checkov
 
-.PHONY: install age-tool test lint bench run demo clean
+.PHONY: install age-tool test lint infra-check bench run demo clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	python3 -m venv $(VENV)
@@ -28,7 +29,17 @@ lint: install
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-test: install lint
+# checkov in its own environment: its pinned dependencies would fight the app's.
+$(VENV_CHECKOV)/.installed: infra/requirements-checkov.txt
+	python3 -m venv $(VENV_CHECKOV)
+	$(VENV_CHECKOV)/bin/pip install --quiet -r infra/requirements-checkov.txt
+	touch $@
+
+# The offline scan of infra/: no failed check; suppressions are inline, each with its reason.
+infra-check: $(VENV_CHECKOV)/.installed
+	$(VENV_CHECKOV)/bin/checkov -d infra --framework bicep --compact --quiet --skip-download
+
+test: install lint infra-check
 	$(PY) -m pytest -q
 
 run: install
@@ -41,4 +52,4 @@ bench: install
 	$(PY) benchmarks/bench_pipeline.py
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache
+	rm -rf $(VENV) $(VENV_CHECKOV) node_modules .pytest_cache .mypy_cache

@@ -1,0 +1,148 @@
+// The Function App identity's roles: data-plane roles only, each scoped to the one resource
+// that needs it, never to the resource group or subscription. tests/unit/test_infra.py checks
+// this list against what the code does.
+param principalId string
+param stagingAccountName string
+param deliveryAccountName string
+param hostAccountName string
+param keyVaultName string
+param communicationServiceName string
+param appInsightsName string
+
+// Built-in role definition IDs (the same in every tenant).
+var roles = {
+  storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+  storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
+  storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
+  storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
+  keyVaultSecretsOfficer: 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
+  communicationAndEmailServiceOwner: '09976791-48a7-449e-bb21-39d1a415f350'
+  monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
+}
+
+resource staging 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: stagingAccountName
+}
+
+resource delivery 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: deliveryAccountName
+}
+
+resource hostStorage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: hostAccountName
+}
+
+resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
+  name: keyVaultName
+}
+
+resource communication 'Microsoft.Communication/communicationServices@2023-04-01' existing = {
+  name: communicationServiceName
+}
+
+resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
+  name: appInsightsName
+}
+
+// Staging: the blob trigger (Functions documents Blob Data Owner for an identity-based blob
+// trigger connection; on an account without hierarchical namespace it adds nothing over
+// Contributor but ACL management), reading and deleting staged files, audit and records.
+resource stagingBlob 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(staging.id, principalId, roles.storageBlobDataOwner)
+  scope: staging
+  properties: {
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataOwner)
+  }
+}
+
+// Staging: the blob trigger's poison queue lives on the trigger connection's account.
+resource stagingQueue 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(staging.id, principalId, roles.storageQueueDataContributor)
+  scope: staging
+  properties: {
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataContributor)
+  }
+}
+
+// Staging: the registry tables (packages, grants).
+resource stagingTable 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(staging.id, principalId, roles.storageTableDataContributor)
+  scope: staging
+  properties: {
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageTableDataContributor)
+  }
+}
+
+// Delivery: create, fill, lease and delete the egress containers. Stored access policies are
+// written with the account key from Key Vault (Azure allows only Shared Key for them).
+resource deliveryBlob 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(delivery.id, principalId, roles.storageBlobDataContributor)
+  scope: delivery
+  properties: {
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+  }
+}
+
+// Host storage: the Functions host's keys, leases and deployment package (Flex Consumption
+// requires Blob Data Owner on its deployment storage), and its queues.
+resource hostBlob 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(hostStorage.id, principalId, roles.storageBlobDataOwner)
+  scope: hostStorage
+  properties: {
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataOwner)
+  }
+}
+
+resource hostQueue 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(hostStorage.id, principalId, roles.storageQueueDataContributor)
+  scope: hostStorage
+  properties: {
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataContributor)
+  }
+}
+
+// Key Vault: Secrets Officer, not Secrets User, because the function writes and deletes the
+// per-package decryption keys of sftp/physical egress (shared/adapters/package_keys.py).
+resource vaultSecrets 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(vault.id, principalId, roles.keyVaultSecretsOfficer)
+  scope: vault
+  properties: {
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsOfficer)
+  }
+}
+
+// Communication Services: sending email by managed identity.
+resource emailSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(communication.id, principalId, roles.communicationAndEmailServiceOwner)
+  scope: communication
+  properties: {
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.communicationAndEmailServiceOwner)
+  }
+}
+
+// Application Insights accepts telemetry only from Entra ID (local auth is off).
+resource telemetry 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(appInsights.id, principalId, roles.monitoringMetricsPublisher)
+  scope: appInsights
+  properties: {
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.monitoringMetricsPublisher)
+  }
+}

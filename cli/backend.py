@@ -61,13 +61,15 @@ class DirectBackend:
 
 
 class ApiBackend:
-    """The deployed (or local) app's HTTP API, with a function key."""
+    """The deployed (or local) app's HTTP API, with a function key and, in Azure, an Entra ID token
+    (App Service authentication answers 401 before the code runs without one)."""
 
-    def __init__(self, base_url: str, key: str | None) -> None:
+    def __init__(self, base_url: str, key: str | None, token: str | None = None) -> None:
         self._base = base_url.rstrip("/")
         if not self._base.endswith("/api"):
             self._base += "/api"
         self._key = key
+        self._token = token
 
     def _call(
         self, method: str, path: str, body: dict[str, Any] | None = None, query: dict[str, str] | None = None
@@ -79,6 +81,8 @@ class ApiBackend:
         request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
         if self._key:
             request.add_header("x-functions-key", self._key)
+        if self._token:
+            request.add_header("Authorization", f"Bearer {self._token}")
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
                 return json.loads(response.read() or b"{}")

@@ -25,11 +25,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Context:
-    def __init__(self, as_json: bool, settings_file: Path | None, api: str | None, key: str | None) -> None:
+    def __init__(
+        self, as_json: bool, settings_file: Path | None, api: str | None, key: str | None, token: str | None = None
+    ) -> None:
         self.as_json = as_json
         self._settings_file = settings_file
         self.api = api
         self.key = key
+        self.token = token
 
     def settings(self) -> Settings:
         path = self._settings_file or (Path("local.settings.json") if Path("local.settings.json").exists() else None)
@@ -42,7 +45,7 @@ class Context:
         return Settings(**{k: v for k, v in values.items() if k in _ALIASES})
 
     def backend(self) -> Backend:
-        return ApiBackend(self.api, self.key) if self.api else DirectBackend(self.settings())
+        return ApiBackend(self.api, self.key, self.token) if self.api else DirectBackend(self.settings())
 
     def emit(self, data: Any, human: Callable[[Any], None]) -> None:
         if self.as_json:
@@ -91,10 +94,17 @@ class EgressGroup(click.Group):
     help="Use a deployed app's HTTP API (e.g. https://app.azurewebsites.net) instead of storage.",
 )
 @click.option("--key", envvar="EGRESS_FUNCTION_KEY", help="Function key for --api (or EGRESS_FUNCTION_KEY).")
+@click.option(
+    "--token",
+    envvar="EGRESS_API_TOKEN",
+    help="Entra ID access token for --api in Azure (or EGRESS_API_TOKEN); see the README, Deploy.",
+)
 @click.pass_context
-def main(ctx: click.Context, as_json: bool, settings_file: Path | None, api: str | None, key: str | None) -> None:
+def main(
+    ctx: click.Context, as_json: bool, settings_file: Path | None, api: str | None, key: str | None, token: str | None
+) -> None:
     """Data Safe Haven egress: stage classified outputs, manage their download links."""
-    ctx.obj = Context(as_json, settings_file, api, key)
+    ctx.obj = Context(as_json, settings_file, api, key, token)
 
 
 def _team(

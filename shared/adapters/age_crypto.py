@@ -10,6 +10,7 @@ from typing import BinaryIO
 
 import pyrage
 
+from shared.adapters import age_stream
 from shared.errors import InvalidRequest
 
 FORMAT = "age-encryption.org/v1"
@@ -25,7 +26,8 @@ class AgeCrypto:
         return str(pyrage.x25519.Identity.from_str(identity.strip()).to_public())
 
     def encrypt(self, source: BinaryIO, target: BinaryIO, recipient: str) -> None:
-        pyrage.encrypt_io(source, target, [pyrage.x25519.Recipient.from_str(recipient)])
+        """Streamed in 4 MiB reads (see age_stream for why not pyrage.encrypt_io)."""
+        age_stream.encrypt(source, target, recipient)
 
     def decrypt(self, source: BinaryIO, target: BinaryIO, identity: str) -> None:
         try:

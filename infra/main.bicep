@@ -62,6 +62,9 @@ var containers = {
   deployment: 'app-package'
 }
 var registryTablePrefix = 'egress'
+// ARM still evaluates a skipped module's scope, so these must not index an empty subnet ID.
+var researchSubscriptionId = empty(researchSubnetId) ? subscription().subscriptionId : split(researchSubnetId, '/')[2]
+var researchResourceGroup = empty(researchSubnetId) ? 'rg-${environmentName}' : split(researchSubnetId, '/')[4]
 var signingKeySecretName = 'delivery-storage-key'
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
@@ -114,7 +117,7 @@ module staging 'modules/storage-staging.bicep' = {
 
 module researchAccess 'modules/research-access.bicep' = if (!empty(researchSubnetId)) {
   name: 'research-access'
-  scope: resourceGroup(split(researchSubnetId, '/')[2], split(researchSubnetId, '/')[4])
+  scope: resourceGroup(researchSubscriptionId, researchResourceGroup)
   params: {
     location: location
     tags: tags

@@ -91,12 +91,19 @@ class _BlockWriter(io.RawIOBase):
     def __init__(self, blob: Any) -> None:
         self._blob = blob
         self._blocks: list[Any] = []
+        self._discarded = False
 
     def writable(self) -> bool:
         return True
 
+    def discard(self) -> None:
+        self._discarded = True
+
     def write(self, data: Any) -> int:
         from azure.storage.blob import BlobBlock
+
+        if self._discarded:
+            return len(data)  # dropped: uncommitted blocks expire on their own
 
         block_id = base64.b64encode(f"{len(self._blocks):08d}".encode()).decode()
         _storage_call(f"writing {self._blob.blob_name}", lambda: self._blob.stage_block(block_id, bytes(data)))
@@ -104,9 +111,21 @@ class _BlockWriter(io.RawIOBase):
         return len(data)
 
     def close(self) -> None:
-        if not self.closed:
+        if not self.closed and not self._discarded:
             _storage_call(f"writing {self._blob.blob_name}", lambda: self._blob.commit_block_list(self._blocks))
         super().close()
+
+
+class _BlobWriter(io.BufferedWriter):
+    """Buffers writes into CHUNK_BYTES blocks; ``close()`` commits, ``discard()`` commits nothing."""
+
+    def __init__(self, raw: _BlockWriter) -> None:
+        super().__init__(raw, CHUNK_BYTES)
+        self._block_writer = raw
+
+    def discard(self) -> None:
+        self._block_writer.discard()
+        self.close()
 
 
 class KeySignedService:
@@ -178,9 +197,9 @@ class AzureBlobStore:
         """A readable stream over the blob, fetched chunk by chunk."""
         return io.BufferedReader(_ChunkReader(self.chunks(container, name)), CHUNK_BYTES)
 
-    def open_write(self, container: str, name: str) -> BinaryIO:
-        """A writable stream that uploads in blocks and commits the blob when closed."""
-        return io.BufferedWriter(_BlockWriter(self._service.get_blob_client(container, name)), CHUNK_BYTES)
+    def open_write(self, container: str, name: str) -> _BlobWriter:
+        """A writable stream that uploads in blocks and commits the blob when closed (``discard()``: never)."""
+        return _BlobWriter(_BlockWriter(self._service.get_blob_client(container, name)))
 
     def read(self, container: str, name: str) -> bytes:
         return b"".join(self.chunks(container, name))

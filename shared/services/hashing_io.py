@@ -6,6 +6,8 @@ import hashlib
 import io
 from typing import Any, BinaryIO
 
+from shared.ports import BlobWriter
+
 
 class HashingReader(io.RawIOBase):
     def __init__(self, inner: BinaryIO) -> None:
@@ -30,7 +32,7 @@ class HashingReader(io.RawIOBase):
 
 
 class HashingWriter(io.RawIOBase):
-    def __init__(self, inner: BinaryIO) -> None:
+    def __init__(self, inner: BlobWriter) -> None:
         self._inner = inner
         self.sha = hashlib.sha256()
         self.size = 0
@@ -43,6 +45,12 @@ class HashingWriter(io.RawIOBase):
         self.sha.update(data)
         self.size += len(data)
         return len(data)
+
+    def discard(self) -> None:
+        """Drop what was written: the blob is not committed."""
+        if not self.closed:
+            self._inner.discard()
+        super().close()
 
     def close(self) -> None:
         if not self.closed:

@@ -18,7 +18,7 @@ from cli.main import main as egress_cli
 from shared.bootstrap import Services
 from shared.domain.audit import verify_chain
 from shared.domain.records import PackageStatus
-from shared.errors import Conflict, NotFound
+from shared.errors import Conflict, NotFound, StorageUnavailable
 from shared.services.egress import Outcome
 from tests.conftest import MANAGER
 from tests.support.packages import SAMPLE_FILES, stage_new
@@ -288,3 +288,34 @@ def test_expiry_destroys_the_key_and_retention_closes(services: Services, blob_s
     assert record is not None and record.status == PackageStatus.CLOSED
     assert services.delivery.list_blobs(services.settings.sftp_container, f"{package_id}/") == []
     assert [e.action for e in services.audit.read(package_id)][-2:] == ["key_destroyed", "closed"]
+
+
+class FailsPartWay:
+    """Writes some ciphertext, then the connection drops (as a storage fault would)."""
+
+    def __init__(self, real) -> None:
+        self._real = real
+
+    def __getattr__(self, name: str):
+        return getattr(self._real, name)
+
+    def encrypt(self, source, target, recipient: str) -> None:
+        target.write(b"age-encryption.org/v1\n" + bytes(5 * 1024 * 1024))  # more than one block is staged
+        raise StorageUnavailable("writing: the connection dropped")
+
+
+def test_a_failure_part_way_leaves_no_partial_ciphertext_and_the_retry_completes(
+    services: Services, blob_service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package_id, raw = stage_new(services, blob_service, SAMPLE_FILES, method="sftp")
+    real = services.encrypted._crypto
+    monkeypatch.setattr(services.encrypted, "_crypto", FailsPartWay(real))
+    with pytest.raises(StorageUnavailable):
+        services.egress.process(package_id, raw)
+    container, prefix = services.encrypted.location(package_id, "sftp")
+    assert services.delivery.list_blobs(container, prefix) == []  # nothing committed, not even in part
+
+    monkeypatch.setattr(services.encrypted, "_crypto", real)
+    assert services.egress.process(package_id, raw) == Outcome.GRANTED
+    names = {b.name[len(prefix) :] for b in services.delivery.list_blobs(container, prefix)}
+    assert names == {f"{path}.age" for path in SAMPLE_FILES} | {"encrypted-manifest.json"}

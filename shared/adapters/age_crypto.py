@@ -13,8 +13,6 @@ import pyrage
 from shared.adapters import age_stream
 from shared.errors import InvalidRequest
 
-FORMAT = "age-encryption.org/v1"
-
 
 class AgeCrypto:
     def new_identity(self) -> tuple[str, str]:

@@ -30,7 +30,6 @@ from shared.errors import InvalidRequest
 VERSION_LINE = b"age-encryption.org/v1"
 CHUNK = 64 * 1024
 BLOCK = 64 * CHUNK  # read size: 4 MiB, a whole number of chunks
-_TAG = 16
 _BECH32 = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
 
 

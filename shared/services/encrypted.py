@@ -95,15 +95,13 @@ class EncryptedDelivery:
             target = HashingWriter(self._delivery.open_write(container, prefix + entry.path + SUFFIX))
             try:
                 self._crypto.encrypt(source, target, recipient)  # type: ignore[arg-type]
-                changed = source.sha.hexdigest() != entry.sha256 or source.size != entry.size
+                if source.sha.hexdigest() != entry.sha256 or source.size != entry.size:
+                    raise StorageUnavailable(f"{entry.path} changed while it was being encrypted; retrying")
             except BaseException:
-                target.discard()  # a half-written ciphertext is never committed
+                target.discard()  # a half-written or stale ciphertext is never committed
                 raise
             finally:
                 source.close()
-            if changed:
-                target.discard()
-                raise StorageUnavailable(f"{entry.path} changed while it was being encrypted; retrying")
             target.close()
             return {
                 "path": entry.path,

@@ -32,6 +32,7 @@ class Backend(Protocol):
     def grants(self, status: str | None, package_id: str | None) -> list[dict[str, Any]]: ...
     def revoke_grant(self, grant_id: str, reason: str | None) -> dict[str, Any]: ...
     def revoke_package(self, package_id: str, reason: str | None) -> dict[str, Any]: ...
+    def resend_signoff(self, package_id: str) -> dict[str, Any]: ...
 
 
 def audit_problems(events: list[dict[str, Any]]) -> list[str]:
@@ -48,16 +49,21 @@ class DirectBackend:
         self._actor = f"{getpass.getuser()} (egress CLI)"
 
     def status(self, package_id: str) -> dict[str, Any]:
-        return self._services.grants.package_status(package_id)
+        return self._services.overview.package_status(package_id)
 
     def grants(self, status: str | None, package_id: str | None) -> list[dict[str, Any]]:
-        return self._services.grants.list_grants(package_id=package_id, status=GrantStatus(status) if status else None)
+        return self._services.overview.list_grants(
+            package_id=package_id, status=GrantStatus(status) if status else None
+        )
 
     def revoke_grant(self, grant_id: str, reason: str | None) -> dict[str, Any]:
-        return self._services.grants.revoke_grant(grant_id, self._actor, reason)
+        return self._services.end_grant.revoke_grant(grant_id, self._actor, reason)
 
     def revoke_package(self, package_id: str, reason: str | None) -> dict[str, Any]:
-        return self._services.grants.revoke_package(package_id, self._actor, reason)
+        return self._services.end_grant.revoke_package(package_id, self._actor, reason)
+
+    def resend_signoff(self, package_id: str) -> dict[str, Any]:
+        return self._services.signoff.resend(package_id, self._actor)
 
 
 class ApiBackend:
@@ -108,3 +114,6 @@ class ApiBackend:
 
     def revoke_package(self, package_id: str, reason: str | None) -> dict[str, Any]:
         return dict(self._call("POST", f"packages/{urllib.parse.quote(package_id)}/revoke", {"reason": reason}))
+
+    def resend_signoff(self, package_id: str) -> dict[str, Any]:
+        return dict(self._call("POST", f"packages/{urllib.parse.quote(package_id)}/signoff/resend", {}))

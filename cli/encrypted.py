@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from cli.folder import sha256_file
-from shared.adapters.age_crypto import AgeCrypto
+from shared.bootstrap import build_crypto
 from shared.domain.manifest import path_problem
+from shared.domain.names import ENCRYPTED_MANIFEST
 from shared.errors import InvalidRequest
-from shared.services.encrypted import ENCRYPTED_MANIFEST
 
 Progress = Callable[[int], None]
 
@@ -64,7 +64,7 @@ def decrypt_folder(folder: Path, out: Path, identity: str, progress: Progress) -
     problems = check_arrived(folder, data)
     if problems:
         raise InvalidRequest("the encrypted files are not as sent:\n  - " + "\n  - ".join(problems))
-    crypto = AgeCrypto()
+    crypto = build_crypto()
     results = []
     for entry in data["files"]:
         target = out / entry["path"]

@@ -251,13 +251,19 @@ def stage(obj: Context, directory: Path) -> None:
 
 
 def _print_status(s: dict[str, Any]) -> None:
-    click.echo(
-        f"{s['package_id']}  {s['status'].upper()}  tier {s['tier']}  {s['method']}  "
-        f"{s['file_count']} files, {s['bytes']:,} bytes"
-    )
+    tier = f"tier {s['tier']}" if s.get("tier") is not None else "tier not yet known"
+    files = f"{s['file_count']} file{'' if s['file_count'] == 1 else 's'}"
+    click.echo(f"{s['package_id']}  {s['status'].upper()}  {tier}  {s['method']}  {files}, {s['bytes']:,} bytes")
     click.echo(f"  {s['title']}")
     for reason in s["rejection_reasons"]:
         click.echo(f"  rejected: {reason}")
+    if s.get("signoffs"):
+        click.echo(f"  sign-off ({s.get('signoff_mode') or 'required'}):")
+    for so in s.get("signoffs", []):
+        when = f" {so['decided_at']}" if so["decided_at"] else f" (asked {so['requested_at']})"
+        tier_text = f" tier {so['tier']}" if so.get("tier") is not None else ""
+        comment = f'  "{so["comment"]}"' if so.get("comment") else ""
+        click.echo(f"    {so['role']:<29} {so['name']} <{so['email']}>  {so['status']}{tier_text}{when}{comment}")
     for g in s["grants"]:
         _print_grant(g, indent="  ")
 
@@ -276,6 +282,23 @@ def _print_grant(g: dict[str, Any], indent: str = "") -> None:
 def status(obj: Context, package_id: str) -> None:
     """Show a package: status, files, grants, rejection reasons."""
     obj.emit(obj.backend().status(package_id), _print_status)
+
+
+@main.command("resend-signoff")
+@click.argument("package_id")
+@click.pass_obj
+def resend_signoff(obj: Context, package_id: str) -> None:
+    """Send new sign-off links to everyone who has not decided (their old links stop working)."""
+    result = obj.backend().resend_signoff(package_id)
+
+    def human(r: dict[str, Any]) -> None:
+        if not r["resent_to"]:
+            click.echo(f"Nobody is still to decide on {r['package_id']}; nothing was sent.")
+        for person in r["resent_to"]:
+            click.echo(f"Sent a new link to {person['name']} <{person['email']}> ({person['role']})")
+        click.echo(f"The new links work until {r['links_expire_at']}.")
+
+    obj.emit(result, human)
 
 
 @main.command()
@@ -346,11 +369,11 @@ def download(obj: Context, sas_url: str, directory: Path, checksums: Path | None
     """Download every file a link gives, and check each SHA-256."""
     import hashlib
 
-    from shared.adapters.blob_store import LinkContainer
+    from shared.bootstrap import open_link
     from shared.domain.manifest import path_problem
 
     expected = folder.expected_hashes(checksums) if checksums else {}
-    link = LinkContainer(sas_url)
+    link = open_link(sas_url)
     blobs = link.list_blobs()
     results, bad = [], []
     with _bar(sum(b.size for b in blobs), "Downloading", obj.as_json) as progress:
@@ -429,7 +452,8 @@ def write_disk(obj: Context, package_id: str, path: Path) -> None:
     """System manager: write a physical package, encrypted, to a mounted disk, then verify it."""
     from cli.encrypted import check_arrived, load_encrypted_manifest
     from shared.bootstrap import build_services
-    from shared.services.encrypted import ENCRYPTED_MANIFEST
+    from shared.domain.names import ENCRYPTED_MANIFEST, encrypted_location
+    from shared.services.records_io import load_encrypted_manifest as read_encrypted
 
     services = build_services(obj.settings())
     record = services.registry.get_package(package_id)
@@ -440,8 +464,8 @@ def write_disk(obj: Context, package_id: str, path: Path) -> None:
             f"{package_id} is a {record.method} package in status {record.status}; "
             "only a delivered physical package goes to disk"
         )
-    container, prefix = services.encrypted.location(package_id, record.method)
-    encrypted = services.encrypted.encrypted_manifest(package_id, record.method)
+    container, prefix = encrypted_location(package_id, record.method, services.settings.sftp_container)
+    encrypted = read_encrypted(services.delivery, container, prefix)
     path.mkdir(parents=True, exist_ok=True)
     (path / ENCRYPTED_MANIFEST).write_text(json.dumps(encrypted, indent=2))
     with _bar(sum(f["encrypted_size"] for f in encrypted["files"]), "Writing", obj.as_json) as progress:

@@ -47,32 +47,67 @@ def handles_errors(
     return wrapper
 
 
-def caller(req: func.HttpRequest) -> str:
-    """Who is calling, for the audit trail; in Azure, checks the EgressManager role too.
+_EMAIL_CLAIMS = (
+    "preferred_username",
+    "email",
+    "emails",
+    "upn",
+    "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress",
+    "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn",
+)
+_ROLE_CLAIMS = ("roles", "http://schemas.microsoft.com/ws/2008/06/identity/claims/role")
 
-    App Service authentication sets ``X-MS-CLIENT-PRINCIPAL`` (base64 JSON) and strips any
-    copy a client sends, so it can be trusted when authentication is in front of the app.
+
+def _principal(req: func.HttpRequest) -> dict[str, Any] | None:
+    """The App Service authentication principal, or None when the header is absent.
+
+    App Service authentication sets ``X-MS-CLIENT-PRINCIPAL`` (base64 JSON) and strips any copy a
+    client sends, so it can be trusted when authentication is in front of the app. Anything that
+    is not that shape is a 401, never a 500.
     """
-    settings = get_settings()
     header = req.headers.get(PRINCIPAL_HEADER)
     if not header:
+        return None
+    try:
+        principal = json.loads(base64.b64decode(header, validate=True))
+    except (binascii.Error, ValueError) as exc:
+        raise Unauthorized("the client principal header is not valid") from exc
+    claims = principal.get("claims") if isinstance(principal, dict) else None
+    if not isinstance(claims, list) or not all(isinstance(c, dict) for c in claims):
+        raise Unauthorized("the client principal header is not valid")
+    return principal
+
+
+def _claims(principal: dict[str, Any], types: tuple[str, ...]) -> list[str]:
+    return [str(c.get("val")) for c in principal["claims"] if c.get("typ") in types and c.get("val")]
+
+
+def caller(req: func.HttpRequest) -> str:
+    """Who is calling the manager API, for the audit trail; in Azure, checks the EgressManager role too."""
+    settings = get_settings()
+    principal = _principal(req)
+    if principal is None:
         if settings.require_manager_principal:
             raise Unauthorized("sign in through the app's Entra ID authentication to use this API")
         return LOCAL_ACTOR
-    try:
-        principal = json.loads(base64.b64decode(header))
-    except (binascii.Error, ValueError) as exc:
-        raise Unauthorized("the client principal header is not valid") from exc
-    claims = principal.get("claims") or []
-    roles = {
-        c.get("val")
-        for c in claims
-        if c.get("typ") in ("roles", "http://schemas.microsoft.com/ws/2008/06/identity/claims/role")
-    }
-    name = next((c.get("val") for c in claims if c.get("typ") in ("preferred_username", "name", "upn")), None)
+    roles = set(_claims(principal, _ROLE_CLAIMS))
+    name = next(iter(_claims(principal, ("preferred_username", "name", "upn"))), None)
     if settings.require_manager_principal and settings.manager_role not in roles:
         raise Forbidden(f"the {settings.manager_role} role is needed to manage egress")
     return str(name or principal.get("userId") or "unknown principal")
+
+
+def signed_in_email(req: func.HttpRequest) -> str | None:
+    """The signed-in person's email address (sign-off pages), or None when nobody is signed in."""
+    principal = _principal(req)
+    if principal is None:
+        return None
+    found = _claims(principal, _EMAIL_CLAIMS)
+    if not found and "@" in str(principal.get("userDetails") or ""):
+        found = [str(principal["userDetails"])]
+    if not found:
+        raise Unauthorized("the signed-in account has no email address")
+    return found[0]
 
 
 def json_body(req: func.HttpRequest) -> dict[str, Any]:

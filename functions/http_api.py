@@ -31,7 +31,7 @@ def _revoke_reason(req: func.HttpRequest) -> str | None:
 @handles_errors
 def package_status(req: func.HttpRequest) -> func.HttpResponse:
     caller(req)
-    return json_response(get_services().grants.package_status(req.route_params["package_id"]))
+    return json_response(get_services().overview.package_status(req.route_params["package_id"]))
 
 
 @bp.function_name("revoke_grant")
@@ -39,7 +39,9 @@ def package_status(req: func.HttpRequest) -> func.HttpResponse:
 @handles_errors
 def revoke_grant(req: func.HttpRequest) -> func.HttpResponse:
     actor = caller(req)
-    return json_response(get_services().grants.revoke_grant(req.route_params["grant_id"], actor, _revoke_reason(req)))
+    return json_response(
+        get_services().end_grant.revoke_grant(req.route_params["grant_id"], actor, _revoke_reason(req))
+    )
 
 
 @bp.function_name("revoke_package")
@@ -48,7 +50,7 @@ def revoke_grant(req: func.HttpRequest) -> func.HttpResponse:
 def revoke_package(req: func.HttpRequest) -> func.HttpResponse:
     actor = caller(req)
     return json_response(
-        get_services().grants.revoke_package(req.route_params["package_id"], actor, _revoke_reason(req))
+        get_services().end_grant.revoke_package(req.route_params["package_id"], actor, _revoke_reason(req))
     )
 
 
@@ -62,7 +64,7 @@ def list_grants(req: func.HttpRequest) -> func.HttpResponse:
         status = GrantStatus(status_text) if status_text else None
     except ValueError as exc:
         raise InvalidRequest("status must be active, revoked or expired") from exc
-    grants = get_services().grants.list_grants(package_id=req.params.get("package_id") or None, status=status)
+    grants = get_services().overview.list_grants(package_id=req.params.get("package_id") or None, status=status)
     return json_response({"grants": grants})
 
 
@@ -71,7 +73,15 @@ def list_grants(req: func.HttpRequest) -> func.HttpResponse:
 @handles_errors
 def key_release(req: func.HttpRequest) -> func.HttpResponse:
     actor = caller(req)
-    return json_response(get_services().encrypted.release_key(req.route_params["package_id"], actor))
+    return json_response(get_services().key_release.release(req.route_params["package_id"], actor))
+
+
+@bp.function_name("resend_signoff")
+@bp.route(route="packages/{package_id}/signoff/resend", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@handles_errors
+def resend_signoff(req: func.HttpRequest) -> func.HttpResponse:
+    actor = caller(req)
+    return json_response(get_services().signoff.resend(req.route_params["package_id"], actor))
 
 
 @bp.function_name("health")

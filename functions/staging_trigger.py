@@ -7,6 +7,7 @@ import logging
 import azure.functions as func
 
 from shared.bootstrap import get_services
+from shared.domain import names
 from shared.settings import blob_trigger_source
 
 logger = logging.getLogger(__name__)
@@ -16,10 +17,16 @@ bp = func.Blueprint()
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024  # 10,000 files at the longest paths fit well inside
 
 
-def package_id_of(blob_name: str) -> str:
-    """``egress-staging/<package_id>/manifest.json`` -> ``<package_id>``."""
-    parts = blob_name.split("/")
-    return parts[-2] if len(parts) >= 2 else ""
+def package_id_of(blob_name: str, container: str) -> str | None:
+    """``<container>/<package_id>/manifest.json`` -> ``<package_id>``; None for any other path.
+
+    In Azure the trigger's ``{package_id}`` matches across ``/`` and Event Grid's suffix filter matches
+    nested blobs, so a ``files/.../manifest.json`` output reaches this handler too: it is ignored.
+    """
+    prefix = container + "/"
+    if not blob_name.startswith(prefix):
+        return None
+    return names.package_of_manifest(blob_name[len(prefix) :])
 
 
 @bp.function_name("process_manifest")
@@ -30,8 +37,12 @@ def package_id_of(blob_name: str) -> str:
     source=func.BlobSource(blob_trigger_source()),
 )
 def process_manifest(manifest: func.InputStream) -> None:
-    package_id = package_id_of(manifest.name or "")
+    services = get_services()
+    package_id = package_id_of(manifest.name or "", services.settings.staging_container)
+    if package_id is None:
+        logger.info("%s is not a package's manifest.json; ignored", manifest.name)
+        return
     raw = manifest.read(MAX_MANIFEST_BYTES + 1)
     # Errors propagate: the host retries (transient faults, lost races) and then records a poison blob.
-    outcome = get_services().egress.process(package_id, raw)
+    outcome = services.intake.process(package_id, raw)
     logger.info("manifest of %s processed: %s", package_id, outcome)

@@ -37,6 +37,9 @@ param auditRetentionDays int = 2557
 @description('Hours the egressed copy is kept after the last grant of a package ended.')
 param retentionHours string = '168'
 
+@description('Hours a sign-off link lives; sign-off not complete by then rejects the package (DESIGN 3a).')
+param signoffTtlHours string = '168'
+
 @description('SFTP server address given to sftp recipients; empty = the delivery account SFTP endpoint.')
 param sftpHost string = ''
 
@@ -62,6 +65,13 @@ var containers = {
   deployment: 'app-package'
 }
 var registryTablePrefix = 'egress'
+// Queues on the staging account: the release queue (RELEASE_QUEUE; its poison queue is
+// '<name>-poison', the Functions host's rule) and the blob trigger's poison queue, whose name the
+// Functions blob extension fixes. Declared so that the function's queue role can name each one.
+var queues = {
+  release: 'egress-release'
+  blobTriggerPoison: 'webjobs-blobtrigger-poison'
+}
 // ARM still evaluates a skipped module's scope, so these must not index an empty subnet ID.
 var researchSubscriptionId = empty(researchSubnetId) ? subscription().subscriptionId : split(researchSubnetId, '/')[2]
 var researchResourceGroup = empty(researchSubnetId) ? 'rg-${environmentName}' : split(researchSubnetId, '/')[4]
@@ -108,6 +118,8 @@ module staging 'modules/storage-staging.bicep' = {
     auditContainer: containers.audit
     recordsContainer: containers.records
     registryTablePrefix: registryTablePrefix
+    releaseQueueName: queues.release
+    blobTriggerPoisonQueueName: queues.blobTriggerPoison
     auditRetentionDays: auditRetentionDays
     workspaceId: monitoring.outputs.workspaceId
     privateEndpointSubnetId: network.outputs.privateEndpointSubnetId
@@ -223,6 +235,13 @@ module functionApp 'modules/functionapp.bicep' = {
       MAX_EXPIRY_HOURS_TIER_2_3: '72'
       MAX_IP_RANGE_PREFIX: '24'
       COPY_WORKERS: '8'
+      // Sign-off by the named classifiers (DESIGN 3a): never trust the manifest's decisions alone
+      // in Azure, and the signed-in person must be the one named. PUBLIC_BASE_URL is set in
+      // modules/functionapp.bicep, from the app's own host name.
+      CLASSIFICATION_SIGNOFF: 'required'
+      SIGNOFF_REQUIRE_PRINCIPAL: 'true'
+      SIGNOFF_TTL_HOURS: signoffTtlHours
+      RELEASE_QUEUE: queues.release
     }
   }
 }
@@ -233,6 +252,8 @@ module roles 'modules/roles.bicep' = {
   params: {
     principalId: functionApp.outputs.principalId
     stagingAccountName: staging.outputs.name
+    releaseQueueName: queues.release
+    blobTriggerPoisonQueueName: queues.blobTriggerPoison
     deliveryAccountName: delivery.outputs.name
     hostAccountName: hostStorage.outputs.name
     keyVaultName: keyVault.outputs.name

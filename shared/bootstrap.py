@@ -12,20 +12,27 @@ from azure.communication.email import EmailClient
 from azure.data.tables import TableServiceClient
 from azure.keyvault.secrets import SecretClient
 from azure.storage.blob import BlobServiceClient
+from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
 from shared.adapters.age_crypto import AgeCrypto
 from shared.adapters.audit_log import BlobAuditTrail
-from shared.adapters.blob_store import AzureBlobStore, KeySignedService, client_options
+from shared.adapters.blob_store import AzureBlobStore, KeySignedService, LinkContainer, client_options
 from shared.adapters.email import AcsEmailSender, SmtpEmailSender
 from shared.adapters.package_keys import KeyVaultPackageKeys, LocalPackageKeys
+from shared.adapters.release_queue import StorageReleaseQueue
 from shared.adapters.sas import SasLinkMinter
 from shared.adapters.secrets import KeyVaultSigningKeys, LocalSigningKeys
 from shared.adapters.table_registry import TableRegistry
 from shared.ports import Clock, EmailSender, PackageKeys, SigningKeys
-from shared.services.egress import EgressConfig, EgressService
-from shared.services.encrypted import EncryptedConfig, EncryptedDelivery
-from shared.services.expiry import ExpiryService
-from shared.services.grants import GrantService
+from shared.services.config import PipelineConfig
+from shared.services.deliver import DeliverService
+from shared.services.end_grant import EndGrantService
+from shared.services.intake import IntakeService
+from shared.services.key_release import KeyReleaseService
+from shared.services.overview import OverviewService
+from shared.services.seal import SealService
+from shared.services.signoff import SignoffService
+from shared.services.sweep import SweepService
 from shared.settings import Settings, get_settings
 
 
@@ -36,15 +43,23 @@ class SystemClock:
 
 @dataclass(frozen=True)
 class Services:
+    """One service per stage of a package's life, and the adapters tests and the CLI look through."""
+
     settings: Settings
-    egress: EgressService
-    grants: GrantService
-    expiry: ExpiryService
-    encrypted: EncryptedDelivery
+    config: PipelineConfig
+    intake: IntakeService
+    signoff: SignoffService
+    seal: SealService
+    deliver: DeliverService
+    key_release: KeyReleaseService
+    end_grant: EndGrantService
+    sweep: SweepService
+    overview: OverviewService
     audit: BlobAuditTrail
     registry: TableRegistry
     staging: AzureBlobStore
     delivery: AzureBlobStore
+    queue: StorageReleaseQueue
 
 
 def _credential() -> Any:
@@ -90,6 +105,48 @@ def build_staging_store(settings: Settings) -> AzureBlobStore:
     return AzureBlobStore(_blob_service(settings.egress_storage, settings.egress_blob_service_uri))
 
 
+def open_link(sas_url: str) -> LinkContainer:
+    """A recipient's view of a sealed container through their SAS link (the CLI's download)."""
+    return LinkContainer(sas_url)
+
+
+def build_crypto() -> AgeCrypto:
+    """The age encryption the service seals with (the CLI decrypts with the same)."""
+    return AgeCrypto()
+
+
+def _queue_client(settings: Settings) -> QueueClient:
+    encode = TextBase64EncodePolicy()  # base64 text: the Functions queue trigger's default encoding
+    if settings.egress_queue_service_uri:
+        return QueueClient(
+            settings.egress_queue_service_uri,
+            settings.release_queue,
+            credential=_credential(),
+            message_encode_policy=encode,
+        )
+    return QueueClient.from_connection_string(
+        settings.egress_storage, settings.release_queue, message_encode_policy=encode
+    )
+
+
+def pipeline_config(settings: Settings) -> PipelineConfig:
+    return PipelineConfig(
+        staging_container=settings.staging_container,
+        records_container=settings.records_container,
+        system_manager_email=settings.system_manager_email,
+        policy=settings.policy(),
+        workers=settings.copy_workers,
+        signoff_mode=settings.classification_signoff,
+        signoff_ttl=timedelta(hours=settings.signoff_ttl_hours),
+        public_base_url=settings.public_base_url,
+        signoff_require_principal=settings.signoff_require_principal,
+        sftp_container=settings.sftp_container,
+        sftp_host=settings.sftp_host,
+        sftp_username=settings.sftp_username,
+        retention=timedelta(hours=settings.retention_hours),
+    )
+
+
 def build_services(
     settings: Settings,
     *,
@@ -115,74 +172,50 @@ def build_services(
     clock = clock or SystemClock()
     audit = BlobAuditTrail(staging_client, settings.audit_container, clock.now)
     sender = email or _email(settings)
+    queue = StorageReleaseQueue(_queue_client(settings))
 
     registry.ensure_tables()
     audit.ensure_container()
     staging.ensure_container(settings.staging_container)
     staging.ensure_container(settings.records_container)
+    queue.ensure_queue()
 
     package_keys: PackageKeys
-    if settings.key_vault_url:
+    if keys_store is not None:
+        package_keys = keys_store
+    elif settings.key_vault_url:
         package_keys = KeyVaultPackageKeys(SecretClient(settings.key_vault_url, credential=_credential()))
     else:
         package_keys = LocalPackageKeys(Path(settings.local_secrets_dir))
-    encrypted = EncryptedDelivery(
+    config = pipeline_config(settings)
+    common: dict[str, Any] = {"registry": registry, "audit": audit, "clock": clock, "config": config}
+    end_grant = EndGrantService(delivery=delivery, email=sender, **common)
+    return Services(
+        settings=settings,
+        config=config,
+        intake=IntakeService(staging=staging, email=sender, queue=queue, **common),
+        signoff=SignoffService(records=staging, email=sender, queue=queue, **common),
+        seal=SealService(
+            staging=staging, delivery=delivery, keys=package_keys, crypto=AgeCrypto(), email=sender, **common
+        ),
+        deliver=DeliverService(
+            records=staging,
+            staging=staging,
+            delivery=delivery,
+            links=SasLinkMinter(delivery, signing, allow_http=settings.sas_allow_http),
+            email=sender,
+            **common,
+        ),
+        key_release=KeyReleaseService(records=staging, delivery=delivery, keys=package_keys, email=sender, **common),
+        end_grant=end_grant,
+        sweep=SweepService(delivery=delivery, keys=package_keys, email=sender, queue=queue, grants=end_grant, **common),
+        overview=OverviewService(records=staging, registry=registry, audit=audit, config=config),
+        audit=audit,
+        registry=registry,
         staging=staging,
         delivery=delivery,
-        keys=keys_store or package_keys,
-        crypto=AgeCrypto(),
-        registry=registry,
-        audit=audit,
-        email=sender,
-        clock=clock,
-        config=EncryptedConfig(
-            staging_container=settings.staging_container,
-            records_container=settings.records_container,
-            sftp_container=settings.sftp_container,
-            sftp_host=settings.sftp_host,
-            sftp_username=settings.sftp_username,
-            system_manager_email=settings.system_manager_email,
-            retention=timedelta(hours=settings.retention_hours),
-        ),
+        queue=queue,
     )
-    egress = EgressService(
-        staging=staging,
-        delivery=delivery,
-        registry=registry,
-        audit=audit,
-        links=SasLinkMinter(delivery, signing, allow_http=settings.sas_allow_http),
-        email=sender,
-        clock=clock,
-        config=EgressConfig(
-            staging_container=settings.staging_container,
-            records_container=settings.records_container,
-            system_manager_email=settings.system_manager_email,
-            policy=settings.policy(),
-            workers=settings.copy_workers,
-        ),
-        encrypted=encrypted,
-    )
-    grants = GrantService(
-        registry=registry,
-        delivery=delivery,
-        records=staging,
-        records_container=settings.records_container,
-        audit=audit,
-        email=sender,
-        clock=clock,
-        system_manager_email=settings.system_manager_email,
-    )
-    expiry = ExpiryService(
-        registry=registry,
-        delivery=delivery,
-        audit=audit,
-        email=sender,
-        clock=clock,
-        system_manager_email=settings.system_manager_email,
-        retention=timedelta(hours=settings.retention_hours),
-        encrypted=encrypted,
-    )
-    return Services(settings, egress, grants, expiry, encrypted, audit, registry, staging, delivery)
 
 
 _lock = threading.Lock()

@@ -5,7 +5,9 @@
     ├── Conflict                     http 409, exit 4   the state does not allow the action
     │   ├── IllegalTransition                           a state machine refused a move
     │   └── ConcurrencyConflict                         an ETag or append position moved under us
+    ├── Gone                         http 410, exit 4   a sign-off link already used, expired or no longer needed
     ├── InvalidRequest               http 400, exit 2   a request a person can correct
+    │   └── Unprocessable            http 422           a well-formed request whose content is refused
     ├── Unauthorized                 http 401, exit 5
     ├── Forbidden                    http 403, exit 5
     └── TransientError               http 503, exit 6   storage, Key Vault or email failed; retry
@@ -52,10 +54,21 @@ class ConcurrencyConflict(Conflict):
     code = "concurrent_update"
 
 
+class Gone(EgressError):
+    http_status = 410
+    exit_code = 4
+    code = "gone"
+
+
 class InvalidRequest(EgressError):
     http_status = 400
     exit_code = 2
     code = "invalid_request"
+
+
+class Unprocessable(InvalidRequest):
+    http_status = 422
+    code = "unprocessable"
 
 
 class Unauthorized(EgressError):

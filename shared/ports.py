@@ -12,7 +12,8 @@ from datetime import datetime
 from typing import Any, BinaryIO, Protocol
 
 from shared.domain.audit import AuditEntry
-from shared.domain.records import GrantRecord, GrantStatus, PackageRecord, PackageStatus
+from shared.domain.manifest import Role
+from shared.domain.records import GrantRecord, GrantStatus, PackageRecord, PackageStatus, SignoffRecord
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,13 @@ class Registry(Protocol):
     def create_grant(self, record: GrantRecord) -> GrantRecord: ...
     def update_grant(self, record: GrantRecord) -> GrantRecord: ...
     def list_grants(self, package_id: str | None = None, status: GrantStatus | None = None) -> list[GrantRecord]: ...
+    def create_signoff(self, record: SignoffRecord) -> SignoffRecord: ...
+    def update_signoff(self, record: SignoffRecord) -> SignoffRecord: ...
+    def get_signoff(self, package_id: str, role: Role) -> SignoffRecord | None: ...
+    def list_signoffs(self, package_id: str) -> list[SignoffRecord]: ...
+    def find_signoff(self, token_hash: str) -> SignoffRecord | None:
+        """The sign-off a token was issued for (its current token or an older, resent one)."""
+        ...
 
 
 class AuditTrail(Protocol):
@@ -136,6 +144,12 @@ class Crypto(Protocol):
 
 class EmailSender(Protocol):
     def send(self, message: OutgoingEmail) -> None: ...
+
+
+class ReleaseQueue(Protocol):
+    """Work handed from a request (or a trigger) to the queue-triggered release function."""
+
+    def send(self, package_id: str, manifest_sha256: str) -> None: ...
 
 
 class Clock(Protocol):

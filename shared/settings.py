@@ -14,6 +14,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.domain.policy import PolicyConfig, TierLimit
+from shared.domain.signoff import SignoffMode
 
 
 class Settings(BaseSettings):
@@ -57,6 +58,13 @@ class Settings(BaseSettings):
     max_expiry_hours_tier_2_3: int = Field(72, ge=1, alias="MAX_EXPIRY_HOURS_TIER_2_3")
     max_ip_prefix: int = Field(24, ge=0, le=32, alias="MAX_IP_RANGE_PREFIX")
     copy_workers: int = Field(8, ge=1, le=64, alias="COPY_WORKERS")
+
+    classification_signoff: SignoffMode = Field(SignoffMode.REQUIRED, alias="CLASSIFICATION_SIGNOFF")
+    public_base_url: str = Field("http://127.0.0.1:7071", alias="PUBLIC_BASE_URL")
+    signoff_ttl_hours: float = Field(168.0, gt=0, alias="SIGNOFF_TTL_HOURS")
+    signoff_require_principal: bool = Field(False, alias="SIGNOFF_REQUIRE_PRINCIPAL")
+    release_queue: str = Field("egress-release", alias="RELEASE_QUEUE")
+    egress_queue_service_uri: str | None = Field(None, alias="EGRESS_STORAGE__queueServiceUri")
 
     @field_validator("email_backend")
     @classmethod

@@ -1,7 +1,8 @@
 // The Function App: Linux, Python 3.11, Flex Consumption, system-assigned managed identity,
 // outbound through the service network (to the private staging account, host storage and Key
 // Vault). The HTTP API answers only callers signed in with Entra ID (App Service
-// authentication); the code then requires the EgressManager app role and a function key.
+// authentication); the code then requires the EgressManager app role and a function key on the
+// manager routes, and the named person's email on the sign-off page.
 param location string
 param tags object
 param name string
@@ -94,12 +95,35 @@ resource settings 'Microsoft.Web/sites/config@2024-04-01' = {
     AzureWebJobsStorage__accountName: hostAccountName
     APPLICATIONINSIGHTS_CONNECTION_STRING: appInsightsConnectionString
     APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD'
+    // Base of the sign-off links in emails. Set here, not with the other service settings in
+    // main.bicep, because it is the site's own host name: this resource is separate from the site,
+    // so it may read app.properties (the site's siteConfig could not), and it follows whatever
+    // host name Azure gives the app (region-unique default host names, sovereign clouds).
+    PUBLIC_BASE_URL: 'https://${app.properties.defaultHostName}'
   })
 }
 
-// App Service authentication: a caller without a valid Entra ID token for this API gets 401
-// before any code runs. Health and the blob extension webhook (Event Grid, which carries the
-// blob extension key) stay outside it.
+// App Service authentication: no request reaches the code without an Entra ID sign-in. Health
+// and the blob extension webhook (Event Grid, which carries the blob extension key) stay outside
+// it; nothing else may: the sign-off page /api/signoff/{token} stays behind it, because with
+// SIGNOFF_REQUIRE_PRINCIPAL the code compares the signed-in email to the named classifier.
+//
+// Classifiers are people of the tenant who hold no app role, so nothing here limits who may sign
+// in: no allowedPrincipals, allowedApplications or group/role checks in
+// defaultAuthorizationPolicy or jwtClaimChecks. Every signed-in user of the tenant gets through
+// App Service authentication; what they may do is decided by the code, route by route: the manager
+// API requires the MANAGER_ROLE (EgressManager) app role in the token and a function key, so a
+// classifier's sign-in opens no manager route; a sign-off page answers only the person it names.
+// For the same reason the app registration must NOT require assignment
+// (appRoleAssignmentRequired=false on its service principal): with assignment required, Entra ID
+// refuses a token to anyone without an app role, i.e. to every classifier (postdeploy.sh warns).
+//
+// Unauthenticated requests are redirected to the Entra ID sign-in, not answered 401: a classifier
+// opens the link from an email in a browser, signs in and lands back on the page. API clients
+// send a bearer token and never see the redirect; one without a token gets the redirect (302)
+// instead of a 401, and still reaches no code. The browser sign-in needs the registration's web
+// redirect URI https://<host>/.auth/login/aad/callback and ID tokens enabled (postdeploy.sh
+// checks both).
 resource auth 'Microsoft.Web/sites/config@2024-04-01' = {
   // checkov:skip=CKV_AZURE_63: reads the web config's file-system logging, which Flex Consumption does not have; logs go to Application Insights and Log Analytics
   // checkov:skip=CKV_AZURE_65: reads the web config's file-system logging, which Flex Consumption does not have; logs go to Application Insights and Log Analytics
@@ -116,7 +140,8 @@ resource auth 'Microsoft.Web/sites/config@2024-04-01' = {
     }
     globalValidation: {
       requireAuthentication: true
-      unauthenticatedClientAction: 'Return401'
+      unauthenticatedClientAction: 'RedirectToLoginPage'
+      redirectToProvider: 'azureactivedirectory'
       excludedPaths: [
         '/api/health'
         '/runtime/webhooks/blobs'

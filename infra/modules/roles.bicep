@@ -1,8 +1,11 @@
 // The Function App identity's roles: data-plane roles only, each scoped to the one resource
-// that needs it, never to the resource group or subscription. tests/unit/test_infra.py checks
+// that needs it (a single queue where a queue is enough), never to the resource group or
+// subscription. tests/unit/test_infra.py checks
 // this list against what the code does.
 param principalId string
 param stagingAccountName string
+param releaseQueueName string
+param blobTriggerPoisonQueueName string
 param deliveryAccountName string
 param hostAccountName string
 param keyVaultName string
@@ -22,6 +25,27 @@ var roles = {
 
 resource staging 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: stagingAccountName
+}
+
+resource stagingQueues 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' existing = {
+  parent: staging
+  name: 'default'
+}
+
+resource releaseQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' existing = {
+  parent: stagingQueues
+  name: releaseQueueName
+}
+
+// The Functions host's name for the queue trigger's poison queue: '<queue>-poison'.
+resource releasePoisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' existing = {
+  parent: stagingQueues
+  name: '${releaseQueueName}-poison'
+}
+
+resource blobTriggerPoisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' existing = {
+  parent: stagingQueues
+  name: blobTriggerPoisonQueueName
 }
 
 resource delivery 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
@@ -57,10 +81,40 @@ resource stagingBlob 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
-// Staging: the blob trigger's poison queue lives on the trigger connection's account.
-resource stagingQueue 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(staging.id, principalId, roles.storageQueueDataContributor)
-  scope: staging
+// Staging queues: Queue Data Contributor, the only queue role the identity holds on this account,
+// assigned on each of the three queues it uses rather than on the account or its queue service
+// (which, for a queue role, would be the same as the whole account). Bicep scopes a role to a
+// queue through an `existing` reference like any other resource, so nothing is gained by going
+// wider. The release queue: the app sends to it (azure-storage-queue, by identity) and the queue
+// trigger reads and deletes its messages. Its poison queue: the host moves a message there after
+// 5 failed dequeues. The blob trigger's poison queue: the host puts a staging blob there after 5
+// failures; it lives on the trigger connection's account (the blob extension's
+// SharedBlobQueueListenerFactory), while its work queue is on host storage. Contributor, not
+// Message Sender/Processor, because the trigger both reads and writes (moving to poison) and the
+// host creates a poison queue if it is missing (here it is declared, so creation is a no-op).
+resource releaseQueueRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(releaseQueue.id, principalId, roles.storageQueueDataContributor)
+  scope: releaseQueue
+  properties: {
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataContributor)
+  }
+}
+
+resource releasePoisonQueueRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(releasePoisonQueue.id, principalId, roles.storageQueueDataContributor)
+  scope: releasePoisonQueue
+  properties: {
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataContributor)
+  }
+}
+
+resource blobTriggerPoisonQueueRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(blobTriggerPoisonQueue.id, principalId, roles.storageQueueDataContributor)
+  scope: blobTriggerPoisonQueue
   properties: {
     principalId: principalId
     principalType: 'ServicePrincipal'

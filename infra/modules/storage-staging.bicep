@@ -1,6 +1,7 @@
-// The staging account (EGRESS_STORAGE): staging container, registry tables, audit trail and
-// manifest records. It sits inside the Safe Haven's network: no public network access (private
-// endpoints only), no shared key (Entra ID only), HTTPS and TLS 1.2, no anonymous access.
+// The staging account (EGRESS_STORAGE): staging container, registry tables, audit trail,
+// manifest records and the release queue. It sits inside the Safe Haven's network: no public
+// network access (private endpoints only), no shared key (Entra ID only), HTTPS and TLS 1.2, no
+// anonymous access.
 param location string
 param tags object
 param name string
@@ -8,6 +9,10 @@ param stagingContainer string
 param auditContainer string
 param recordsContainer string
 param registryTablePrefix string
+@description('Queue the app sends signed-off packages to (RELEASE_QUEUE) and the queue trigger reads.')
+param releaseQueueName string
+@description('Queue the Functions host moves a staging blob that keeps failing to (on this account).')
+param blobTriggerPoisonQueueName string
 param auditRetentionDays int
 param workspaceId string
 param privateEndpointSubnetId string
@@ -163,6 +168,26 @@ resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-0
   name: 'default'
 }
 
+// Release after sign-off runs from a queue so no large package is copied inside an HTTP request.
+// The Functions host moves a message that failed 5 dequeues to '<queue>-poison' on the same
+// account, and a staging blob that failed 5 times to 'webjobs-blobtrigger-poison' there. All three
+// are declared here, not left to the host to create, because the function's queue role is scoped
+// to each queue (roles.bicep) and a role can only be assigned on a queue that exists.
+resource releaseQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
+  parent: queueService
+  name: releaseQueueName
+}
+
+resource releasePoisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
+  parent: queueService
+  name: '${releaseQueueName}-poison'
+}
+
+resource blobTriggerPoisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
+  parent: queueService
+  name: blobTriggerPoisonQueueName
+}
+
 // Who read, wrote or deleted what: staging uploads, registry changes, audit appends.
 resource blobLogs 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
   name: 'storage-logs'
@@ -226,7 +251,7 @@ resource queueLogs 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = 
   }
 }
 
-// The Function App reaches blobs, tables and the blob trigger's poison queue privately.
+// The Function App reaches blobs, tables and queues (release, and the poison queues) privately.
 module endpoints 'private-endpoint.bicep' = [for service in [
   'blob'
   'queue'

@@ -1,7 +1,9 @@
 """Registry of packages and grants in Azure Table Storage (Azurite serves the same API).
 
-Tables: ``<prefix>packages`` (PartitionKey = package id) and ``<prefix>grants``
-(PartitionKey = package id, RowKey = grant id). Every update is conditional on the ETag the
+Tables: ``<prefix>packages`` (PartitionKey = package id), ``<prefix>grants`` (PartitionKey =
+package id, RowKey = grant id), ``<prefix>signoffs`` (PartitionKey = package id, RowKey = role)
+and ``<prefix>signofftokens`` (PartitionKey = SHA-256 of a sign-off token, RowKey = "token": which
+sign-off it was issued for; the token itself is stored nowhere). Every update is conditional on the ETag the
 record was read with; a lost race raises ``ConcurrencyConflict`` instead of overwriting.
 """
 
@@ -16,10 +18,12 @@ from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModif
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 from pydantic import BaseModel
 
-from shared.domain.records import GrantRecord, GrantStatus, PackageRecord, PackageStatus
+from shared.domain.manifest import Role
+from shared.domain.records import GrantRecord, GrantStatus, PackageRecord, PackageStatus, SignoffRecord
 from shared.errors import UNREACHABLE, ConcurrencyConflict, StorageUnavailable
 
 _PACKAGE_ROW = "package"
+_TOKEN_ROW = "token"
 _LIST_FIELDS = {"rejection_reasons", "ip_ranges"}  # tables have no list type: stored as JSON text
 _R = TypeVar("_R", bound=BaseModel)
 
@@ -68,9 +72,11 @@ class TableRegistry:
     def __init__(self, service: TableServiceClient, prefix: str = "egress") -> None:
         self._packages: TableClient = service.get_table_client(f"{prefix}packages")
         self._grants: TableClient = service.get_table_client(f"{prefix}grants")
+        self._signoffs: TableClient = service.get_table_client(f"{prefix}signoffs")
+        self._tokens: TableClient = service.get_table_client(f"{prefix}signofftokens")
 
     def ensure_tables(self) -> None:
-        for table in (self._packages, self._grants):
+        for table in (self._packages, self._grants, self._signoffs, self._tokens):
             try:
                 _call(f"creating table {table.table_name}", table.create_table)
             except ConcurrencyConflict:
@@ -147,3 +153,43 @@ class TableRegistry:
             conditions["status"] = status.value
         grants = self._query(self._grants, GrantRecord, conditions)
         return sorted(grants, key=lambda g: (g.package_id, g.recipient_index))
+
+    # -- sign-offs ----------------------------------------------------------------------
+
+    def _index_token(self, record: SignoffRecord) -> None:
+        # Written before the sign-off row: a token that is indexed but whose row never got its hash
+        # is simply unknown, while the reverse would leave an emailed link that cannot be found.
+        entity = {
+            "PartitionKey": record.token_hash,
+            "RowKey": _TOKEN_ROW,
+            "package_id": record.package_id,
+            "role": record.role.value,
+        }
+        _call("indexing a sign-off token", lambda: self._tokens.upsert_entity(entity))
+
+    def create_signoff(self, record: SignoffRecord) -> SignoffRecord:
+        self._index_token(record)
+        return self._create(self._signoffs, SignoffRecord, record, record.package_id, record.role.value)
+
+    def update_signoff(self, record: SignoffRecord) -> SignoffRecord:
+        current = self.get_signoff(record.package_id, record.role)
+        if current is not None and current.token_hash != record.token_hash:
+            self._index_token(record)
+        return self._update(self._signoffs, record, record.package_id, record.role.value)
+
+    def get_signoff(self, package_id: str, role: Role) -> SignoffRecord | None:
+        return self._get(self._signoffs, SignoffRecord, package_id, role.value)
+
+    def list_signoffs(self, package_id: str) -> list[SignoffRecord]:
+        found = self._query(self._signoffs, SignoffRecord, {"PartitionKey": package_id})
+        order = list(Role)
+        return sorted(found, key=lambda r: order.index(r.role))
+
+    def find_signoff(self, token_hash: str) -> SignoffRecord | None:
+        try:
+            entity = self._tokens.get_entity(token_hash, _TOKEN_ROW)
+        except AzureError as exc:
+            if getattr(exc, "status_code", None) == 404:
+                return None
+            raise StorageUnavailable(f"reading {self._tokens.table_name}: {type(exc).__name__}") from exc
+        return self.get_signoff(str(entity["package_id"]), Role(entity["role"]))

@@ -12,11 +12,15 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.domain.manifest import Role
+from shared.domain.signoff import SignoffStatus
 from shared.errors import IllegalTransition
 
 
 class PackageStatus(StrEnum):
-    PROCESSING = "processing"  # claimed by a trigger; verifying and sealing
+    PROCESSING = "processing"  # claimed by a trigger and verifying; or signed off and queued for sealing
+    AWAITING_SIGNOFF = "awaiting_signoff"  # verified; each named classifier has been asked to sign off
+    REFUSED = "refused"  # a classifier refused: nothing leaves; staged files kept; a new package id is needed
     REJECTED = "rejected"  # kept in staging with reasons; a corrected manifest may follow
     SEALED = "sealed"  # copied into egress-<id> and verified; grants being issued
     GRANTED = "granted"  # every recipient has been sent their link (or key instructions)
@@ -30,7 +34,13 @@ class GrantStatus(StrEnum):
 
 
 PACKAGE_TRANSITIONS: dict[PackageStatus, frozenset[PackageStatus]] = {
-    PackageStatus.PROCESSING: frozenset({PackageStatus.REJECTED, PackageStatus.SEALED}),
+    PackageStatus.PROCESSING: frozenset({PackageStatus.AWAITING_SIGNOFF, PackageStatus.REJECTED, PackageStatus.SEALED}),
+    # processing again once every person approved (sealing is queued); rejected when the signed
+    # tier breaks policy or time runs out
+    PackageStatus.AWAITING_SIGNOFF: frozenset(
+        {PackageStatus.PROCESSING, PackageStatus.REFUSED, PackageStatus.REJECTED}
+    ),
+    PackageStatus.REFUSED: frozenset(),
     PackageStatus.REJECTED: frozenset({PackageStatus.PROCESSING}),
     PackageStatus.SEALED: frozenset({PackageStatus.GRANTED}),
     PackageStatus.GRANTED: frozenset({PackageStatus.CLOSED}),
@@ -74,11 +84,52 @@ class PackageRecord(_Record):
     key_released_at: datetime | None = None
     key_released_by: str | None = None
     key_destroyed_at: datetime | None = None
+    signoff_mode: str | None = None  # "required" or "manifest": how this package was approved
+    signoff_requested_at: datetime | None = None
+    signoff_deadline: datetime | None = None  # the timer rejects the package if sign-off is still incomplete
+    signoff_completed_at: datetime | None = None  # every named person approved (or the manifest was trusted)
 
     def transition(self, to: PackageStatus, **changes: object) -> PackageRecord:
         if to not in PACKAGE_TRANSITIONS[self.status]:
             raise IllegalTransition(f"package {self.package_id}: {self.status} -> {to} is not allowed")
         return self.model_copy(update={"status": to, **changes})
+
+
+class SignoffRecord(_Record):
+    """One named classifier's sign-off of one package. Holds the hash of their current token, never the token."""
+
+    package_id: str
+    manifest_sha256: str  # the manifest this person is asked about
+    role: Role
+    name: str
+    email: str
+    status: SignoffStatus = SignoffStatus.PENDING
+    token_hash: str
+    token_expires_at: datetime
+    requested_at: datetime
+    emailed_at: datetime | None = None
+    tier: int | None = None
+    comment: str | None = None
+    decided_at: datetime | None = None
+    principal: str | None = None
+
+    def decide(self, **changes: object) -> SignoffRecord:
+        if self.status != SignoffStatus.PENDING:
+            raise IllegalTransition(f"sign-off of {self.package_id} by the {self.role}: already {self.status}")
+        return self.model_copy(update=changes)
+
+    def public_view(self, show_tier: bool) -> dict[str, object]:
+        """As the system manager sees it; the tier only once every person has decided (blinded review)."""
+        return {
+            "role": self.role.value,
+            "name": self.name,
+            "email": self.email,
+            "status": self.status.value,
+            "requested_at": self.requested_at.isoformat(),
+            "decided_at": self.decided_at.isoformat() if self.decided_at else None,
+            "tier": self.tier if show_tier else None,
+            "comment": self.comment if show_tier else None,
+        }
 
 
 class GrantRecord(_Record):

@@ -9,27 +9,22 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from html import escape
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from shared.domain.manifest import Manifest
-from shared.domain.records import GrantRecord
+from shared.domain.manifest import Manifest, Method
+from shared.domain.records import GrantRecord, PackageRecord, SignoffRecord
+from shared.domain.signoff import ROLE_TITLES
 from shared.ports import Link, OutgoingEmail
+from shared.rendering import _size, render
+
+if TYPE_CHECKING:
+    from shared.services.config import PipelineConfig
 
 _NAMESPACE = uuid.UUID("6f1c1f0e-3c1a-4b8e-9a51-0d6a4f1e2b7c")
 
 
 def _utc(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{n:,} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n:,} bytes"
 
 
 @dataclass(frozen=True)
@@ -41,19 +36,13 @@ class _Section:
 
 def _render(to: str, subject: str, intro: str, sections: list[_Section], key: str) -> OutgoingEmail:
     text = [intro, ""]
-    html = [f"<p>{escape(intro)}</p>"]
     for section in sections:
         text += [section.heading, "-" * len(section.heading), *section.lines, ""]
-        html.append(f"<h3>{escape(section.heading)}</h3>")
-        if section.code:
-            html.append("<pre>" + escape("\n".join(section.lines)) + "</pre>")
-        else:
-            html.append("<ul>" + "".join(f"<li>{escape(line)}</li>" for line in section.lines) + "</ul>")
     return OutgoingEmail(
         to=to,
         subject=subject,
         text="\n".join(text),
-        html="<html><body>" + "".join(html) + "</body></html>",
+        html=render("email_sections.html", intro=intro, sections=sections),
         idempotency_key=str(uuid.uuid5(_NAMESPACE, key)),
     )
 
@@ -287,4 +276,90 @@ def manager_key_released(package_id: str, actor: str, recipients: list[str], man
         f"of {actor}. The key is not in this email.",
         [],
         key=f"key-released:{package_id}",
+    )
+
+
+# -- sign-off (DESIGN.md section 3a) -------------------------------------------------------------
+
+METHOD_TEXT = {
+    Method.STORAGE_EXPLORER: "Read-only download links (Azure Storage Explorer), each working only from the "
+    "addresses listed",
+    Method.SFTP: "Encrypted files on the SFTP server; the key is emailed separately after receipt",
+    Method.PHYSICAL: "Encrypted files on a physical disk; the key is emailed separately after receipt",
+}
+
+
+def signoff_request(manifest: Manifest, record: SignoffRecord, link: str, config: PipelineConfig) -> OutgoingEmail:
+    """The classifier's personal link. The only place a sign-off token ever goes."""
+    data = {
+        "name": record.name,
+        "role": ROLE_TITLES[record.role],
+        "package_id": manifest.package_id,
+        "title": manifest.title,
+        "link": link,
+        "link_expires_at": record.token_expires_at,
+        "files": manifest.files,
+        "total_bytes": manifest.total_bytes,
+        "recipients": [f"{r.name} <{r.email}>" for r in manifest.recipients],
+        "method_text": METHOD_TEXT[manifest.method],
+        "expires_in_hours": manifest.expires_in_hours,
+        "manager": config.system_manager_email,
+    }
+    return OutgoingEmail(
+        to=record.email,
+        subject=f"Sign-off needed: {manifest.package_id}",
+        text=render("email_signoff_request.txt", **data),
+        html=render("email_signoff_request.html", **data),
+        idempotency_key=str(uuid.uuid5(_NAMESPACE, f"signoff:{manifest.package_id}:{record.role}:{record.token_hash}")),
+    )
+
+
+def _who(records: list[SignoffRecord]) -> list[str]:
+    return [f"{ROLE_TITLES[r.role]}: {r.name} <{r.email}>" for r in records]
+
+
+def manager_signoff_requested(manifest: Manifest, asked: list[SignoffRecord], manager: str) -> OutgoingEmail:
+    return _render(
+        manager,
+        f"Data egress: sign-off requested for {manifest.package_id}",
+        f"Work package {manifest.package_id} ({manifest.title}, {len(manifest.files):,} files, "
+        f"{_size(manifest.total_bytes)}) passed every check. Each person below was emailed a personal sign-off "
+        "link; nothing leaves until all of them approve. The links are not in this email.",
+        [
+            _Section("Asked to sign off", _who(asked)),
+            _Section(
+                "If someone did not get their email",
+                [
+                    f"egress resend-signoff {manifest.package_id}",
+                    f"(or POST /api/packages/{manifest.package_id}/signoff/resend)",
+                ],
+                code=True,
+            ),
+        ],
+        key=f"signoff-requested:{manifest.package_id}:{','.join(r.token_hash for r in asked)}",
+    )
+
+
+def manager_signoff_refused(package: PackageRecord, refusal: SignoffRecord, manager: str) -> OutgoingEmail:
+    return _render(
+        manager,
+        f"Data egress: {package.package_id} was refused at sign-off",
+        f"{refusal.name}, the {ROLE_TITLES[refusal.role].lower()}, refused work package {package.package_id} "
+        f"({package.title}). Nothing was released and the staged files are kept. The package id cannot be used "
+        "again: the outputs must be classified as a new work package.",
+        [_Section("Their comment", (refusal.comment or "").splitlines() or [""])],
+        key=f"signoff-refused:{package.package_id}:{package.manifest_sha256}",
+    )
+
+
+def manager_signoff_completed(signed: Manifest, signoffs: list[SignoffRecord], manager: str) -> OutgoingEmail:
+    lines = [f"{ROLE_TITLES[s.role]}: {s.name} <{s.email}>, tier {s.tier}" for s in signoffs]
+    return _render(
+        manager,
+        f"Data egress: {signed.package_id} signed off at tier {signed.classification.tier}",
+        f"Every named person approved work package {signed.package_id} ({signed.title}). The highest tier signed, "
+        f"{signed.classification.tier}, applies; the package passed the policy for that tier and is being sealed "
+        "and released.",
+        [_Section("Sign-offs", lines)],
+        key=f"signoff-completed:{signed.package_id}",
     )

@@ -45,12 +45,14 @@ class Azurite:
     table_port: int
     process: subprocess.Popen[bytes]
     workdir: str
+    queue_port: int = 0
 
     def connection_string(self, account: str = DEV_ACCOUNT, key: str = DEV_KEY) -> str:
         return (
             f"DefaultEndpointsProtocol=http;AccountName={account};AccountKey={key};"
             f"BlobEndpoint=http://127.0.0.1:{self.blob_port}/{account};"
             f"TableEndpoint=http://127.0.0.1:{self.table_port}/{account};"
+            f"QueueEndpoint=http://127.0.0.1:{self.queue_port}/{account};"
         )
 
     def stop(self) -> None:
@@ -92,11 +94,12 @@ def start_azurite() -> Azurite:
     try:
         wait_for_port(blob_port)
         wait_for_port(table_port)
+        wait_for_port(queue_port)
     except RuntimeError:
         process.kill()
         process.wait()
         raise RuntimeError("Azurite did not start: " + (Path(workdir) / "azurite.err").read_text()) from None
-    return Azurite(blob_port, table_port, process, workdir)
+    return Azurite(blob_port, table_port, process, workdir, queue_port)
 
 
 @dataclass

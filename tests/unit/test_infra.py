@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from fnmatch import fnmatch
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,13 @@ INFRA = ROOT / "infra"
 PLATFORM_SETTINGS = {"APPLICATIONINSIGHTS_CONNECTION_STRING", "APPLICATIONINSIGHTS_AUTHENTICATION_STRING"}
 # Read by the Functions host for our bindings (identity-based connection parts), not by our code.
 HOST_READ = {"AzureWebJobsStorage", "EGRESS_STORAGE__queueServiceUri"}
+# Built-in queue roles (ids are the same in every tenant): the identity may hold only Contributor.
+QUEUE_ROLES = {
+    "974c5e8b-45b9-4653-ba55-5f855dd0fb88": "Storage Queue Data Contributor",
+    "19e7f393-937e-4f77-808e-94535e297925": "Storage Queue Data Reader",
+    "8a0f0c08-91a1-4084-bc3d-661d67233fed": "Storage Queue Data Message Processor",
+    "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a": "Storage Queue Data Message Sender",
+}
 BROAD_ROLES = {
     "8e3af657-a8ff-443c-a75c-2fe8c4bcb635": "Owner",
     "b24988ac-6180-42a0-ab88-20f7382dd24c": "Contributor",
@@ -156,6 +164,67 @@ def test_azure_values_are_the_safe_ones_and_valid() -> None:
     Settings(**literal)
 
 
+def default_of(alias: str) -> Any:
+    return next(info.default for info in Settings.model_fields.values() if info.alias == alias)
+
+
+def test_sign_off_and_release_settings_are_set_for_azure() -> None:
+    azure = app_settings()
+    # DESIGN 3a: always "required" in Azure, and the signed-in principal must be the named person.
+    assert azure["CLASSIFICATION_SIGNOFF"] == "required"
+    assert azure["SIGNOFF_REQUIRE_PRINCIPAL"] == "true"
+    assert resolve(azure["SIGNOFF_TTL_HOURS"]) == "168"  # a parameter's default, resolved
+    assert float(resolve(azure["SIGNOFF_TTL_HOURS"])) == default_of("SIGNOFF_TTL_HOURS")
+    assert resolve(azure["RELEASE_QUEUE"]) == default_of("RELEASE_QUEUE") == "egress-release"
+    # Links point at the app itself: its default host name, the same URL main.bicep outputs.
+    module = "modules/functionapp.bicep"
+    assert resource(module, "settings")["parent"] == "app"
+    assert azure["PUBLIC_BASE_URL"] == "https://${app.properties.defaultHostName}"
+    assert bicep(module)["outputs"]["url"]["value"] == azure["PUBLIC_BASE_URL"]
+    # The queue trigger and the sender reach the staging account's queues by identity.
+    assert accessor(azure["EGRESS_STORAGE__queueServiceUri"]) == "staging.outputs.queueEndpoint"
+    endpoint = bicep("modules/storage-staging.bicep")["outputs"]["queueEndpoint"]["value"]
+    assert accessor(endpoint) == "account.properties.primaryEndpoints.queue"
+
+
+def staging_queues() -> dict[str, str]:
+    """Queue name in storage-staging.bicep (in terms of its parameters) -> the resource's symbol."""
+    found = {}
+    for symbol, cfg in bicep("modules/storage-staging.bicep")["resources"].items():
+        if cfg["type"] == "Microsoft.Storage/storageAccounts/queueServices/queues":
+            assert cfg["config"]["parent"] == "queueService"
+            found[cfg["config"]["name"]] = symbol
+    return found
+
+
+def test_release_queue_and_poison_queues_are_declared_on_staging() -> None:
+    azure = app_settings()
+    params = bicep("main.bicep")["modules"]["staging"]["config"]["params"]
+    assert resolve(params["releaseQueueName"]) == resolve(azure["RELEASE_QUEUE"])
+    # The Functions blob extension's fixed name for a staging blob that keeps failing.
+    assert resolve(params["blobTriggerPoisonQueueName"]) == "webjobs-blobtrigger-poison"
+    # The release queue, the Functions host's '<queue>-poison' for it, and the blob trigger's.
+    assert set(staging_queues()) == {
+        "releaseQueueName",
+        "${releaseQueueName}-poison",
+        "blobTriggerPoisonQueueName",
+    }
+    # Queues go through the service network like blobs and tables (the account is private).
+    endpoints = bicep("modules/storage-staging.bicep")["modules"]["endpoints"]
+    assert "queue" in json.dumps(endpoints)
+    assert "privatelink.queue." in json.dumps(bicep("modules/network.bicep")["variables"]["zones"])
+
+
+def test_the_queue_trigger_reads_the_declared_release_queue() -> None:
+    triggers = []
+    for source in (ROOT / "functions").glob("*.py"):
+        triggers += re.findall(r"queue_trigger\((.*?)\)", source.read_text(), flags=re.S)
+    assert triggers, "no queue-triggered function in functions/ (DESIGN 3a: release after sign-off)"
+    for arguments in triggers:
+        assert 'queue_name="%RELEASE_QUEUE%"' in arguments, arguments
+        assert 'connection="EGRESS_STORAGE"' in arguments, arguments
+
+
 def test_containers_and_tables_the_code_needs_are_declared() -> None:
     azure = app_settings()
     staging_params = bicep("main.bicep")["modules"]["staging"]["config"]["params"]
@@ -204,7 +273,9 @@ def test_the_function_identity_has_exactly_the_roles_it_needs() -> None:
     vault_role = "keyVaultSecretsOfficer" if writes_package_keys else "keyVaultSecretsUser"
     expected = {
         ("staging", "storageBlobDataOwner"),  # blob trigger connection (documented requirement)
-        ("staging", "storageQueueDataContributor"),  # the blob trigger's poison queue
+        ("releaseQueue", "storageQueueDataContributor"),  # send, and the queue trigger
+        ("releasePoisonQueue", "storageQueueDataContributor"),  # the queue trigger's poison queue
+        ("blobTriggerPoisonQueue", "storageQueueDataContributor"),  # the blob trigger's poison queue
         ("staging", "storageTableDataContributor"),  # registry
         ("delivery", "storageBlobDataContributor"),  # egress containers
         ("hostStorage", "storageBlobDataOwner"),  # host keys, leases, deployment package
@@ -223,6 +294,39 @@ def test_the_function_identity_has_exactly_the_roles_it_needs() -> None:
     scopes = {cfg["config"]["scope"] for cfg in resources.values() if "scope" in cfg["config"]}
     existing = {symbol for symbol, cfg in resources.items() if cfg["existing"]}
     assert scopes <= existing, "every role is scoped to one resource, never the group or subscription"
+
+
+def roles_parent_chain(symbol: str) -> list[str]:
+    """`symbol`, its parent, its parent's parent... as roles.bicep declares them."""
+    resources = bicep("modules/roles.bicep")["resources"]
+    chain = [symbol]
+    while "parent" in resources[chain[-1]]["config"]:
+        chain.append(resources[chain[-1]]["config"]["parent"])
+    return chain
+
+
+def test_the_identity_holds_one_queue_role_on_staging_each_queue_by_itself() -> None:
+    roles = bicep("modules/roles.bicep")["variables"]["roles"]["value"]
+    assert roles["storageQueueDataContributor"] == "974c5e8b-45b9-4653-ba55-5f855dd0fb88"
+    # No other queue role is even defined, so none can be assigned.
+    assert {rid for rid in roles.values() if rid in QUEUE_ROLES} == {roles["storageQueueDataContributor"]}
+    resources = bicep("modules/roles.bicep")["resources"]
+    on_staging = {
+        (scope, role) for scope, role in role_assignments() if roles_parent_chain(scope)[-1] == "staging"
+    }
+    queue_roles = {(scope, role) for scope, role in on_staging if roles[role] in QUEUE_ROLES}
+    assert {role for _scope, role in queue_roles} == {"storageQueueDataContributor"}
+    # Each on one queue, never on the account or its queue service ...
+    for scope, _role in queue_roles:
+        assert resources[scope]["type"] == "Microsoft.Storage/storageAccounts/queueServices/queues", scope
+        assert resources[scope]["existing"] is True
+    # ... and exactly on the queues storage-staging.bicep declares, named from the same values.
+    assert {resources[scope]["config"]["name"] for scope, _role in queue_roles} == set(staging_queues())
+    main_modules = bicep("main.bicep")["modules"]
+    for param in ("releaseQueueName", "blobTriggerPoisonQueueName"):
+        assert resolve(main_modules["roles"]["config"]["params"][param]) == resolve(
+            main_modules["staging"]["config"]["params"][param]
+        ), param
 
 
 def account(module: str) -> dict[str, Any]:
@@ -272,9 +376,42 @@ def test_function_app_is_flex_python_311_with_identity_and_sign_in() -> None:
     assert app["properties"]["functionAppConfig"]["runtime"] == {"name": "python", "version": "3.11"}
     auth = resource(module, "auth")["properties"]
     assert auth["globalValidation"]["requireAuthentication"] is True
-    assert auth["globalValidation"]["unauthenticatedClientAction"] == "Return401"
+    # A browser without a session goes to the Entra ID sign-in (the sign-off page); a request
+    # with a bearer token is unaffected.
+    assert auth["globalValidation"]["unauthenticatedClientAction"] == "RedirectToLoginPage"
     # Event Grid calls the blob extension webhook with its key, not an Entra ID token.
     assert set(auth["globalValidation"]["excludedPaths"]) == {"/api/health", "/runtime/webhooks/blobs"}
+
+
+@pytest.mark.parametrize("path", ["/api/signoff/abc123", "/api/signoff/abc123/", "/api/packages/p1"])
+def test_sign_off_and_manager_routes_are_not_excluded_from_sign_in(path: str) -> None:
+    validation = resource("modules/functionapp.bicep", "auth")["properties"]["globalValidation"]
+    assert validation["requireAuthentication"] is True
+    for excluded in validation["excludedPaths"]:
+        assert not fnmatch(path, excluded), f"{excluded} takes {path} out of App Service authentication"
+        assert not path.startswith(excluded.rstrip("*")), f"{excluded} takes {path} out of App Service authentication"
+
+
+def test_any_signed_in_user_of_the_tenant_reaches_the_sign_off_page() -> None:
+    """Classifiers hold no app role: sign-in must not be limited to role holders or named principals.
+
+    The manager API keeps its role check in the code (REQUIRE_MANAGER_PRINCIPAL, MANAGER_ROLE).
+    """
+    auth = resource("modules/functionapp.bicep", "auth")["properties"]
+    assert "defaultAuthorizationPolicy" not in auth["identityProviders"]["azureActiveDirectory"]
+    assert set(auth["identityProviders"]["azureActiveDirectory"]["validation"]) == {"allowedAudiences"}
+    assert "allowedPrincipals" not in json.dumps(auth) and "jwtClaimChecks" not in json.dumps(auth)
+    azure = app_settings()
+    assert azure["REQUIRE_MANAGER_PRINCIPAL"] == "true" and azure["MANAGER_ROLE"] == "EgressManager"
+    # The hook warns when the app registration would refuse classifiers a token.
+    hook = (INFRA / "hooks" / "postdeploy.sh").read_text()
+    assert "appRoleAssignmentRequired" in hook and "$EGRESS_API_CLIENT_ID" in hook
+    assert "FUNCTION_APP_URL" in bicep("main.bicep")["outputs"]
+
+
+def test_the_readme_does_not_require_app_role_assignment() -> None:
+    """With assignment required Entra ID gives no token to a classifier, who holds no app role."""
+    assert "appRoleAssignmentRequired=true" not in (ROOT / "README.md").read_text()
 
 
 def test_event_grid_feeds_the_blob_trigger_only_manifests_in_staging() -> None:

@@ -1,0 +1,84 @@
+"""Ending a grant: revocation by the system manager and expiry by the timer take one path.
+
+The link dies first (its stored access policy is deleted), the manager is told, then the record
+changes; if the email fails the grant stays `active` (its link already dead) and a repeat finishes.
+Repeating it on an ended grant is harmless: the grant is returned as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from shared.domain import names
+from shared.domain.records import GrantRecord, GrantStatus
+from shared.errors import ConcurrencyConflict, NotFound
+from shared.ports import AuditTrail, BlobStore, Clock, EmailSender, Registry
+from shared.services import notifications
+from shared.services.config import PipelineConfig
+
+logger = logging.getLogger(__name__)
+
+EXPIRY_ACTOR = "expiry-timer"
+
+
+class EndGrantService:
+    def __init__(
+        self,
+        *,
+        registry: Registry,
+        delivery: BlobStore,
+        audit: AuditTrail,
+        email: EmailSender,
+        clock: Clock,
+        config: PipelineConfig,
+    ) -> None:
+        self._registry = registry
+        self._delivery = delivery
+        self._audit = audit
+        self._email = email
+        self._clock = clock
+        self._manager = config.system_manager_email
+
+    def revoke_grant(self, grant_id: str, actor: str, reason: str | None) -> dict[str, Any]:
+        grant = self._registry.get_grant(grant_id)
+        if grant is None:
+            raise NotFound(f"there is no grant {grant_id}")
+        return self.end(grant, GrantStatus.REVOKED, actor, reason).public_view()
+
+    def revoke_package(self, package_id: str, actor: str, reason: str | None) -> dict[str, Any]:
+        if self._registry.get_package(package_id) is None:
+            raise NotFound(f"there is no package {package_id}")
+        grants = [
+            self.end(g, GrantStatus.REVOKED, actor, reason) for g in self._registry.list_grants(package_id=package_id)
+        ]
+        return {"package_id": package_id, "grants": [g.public_view() for g in grants]}
+
+    def end(self, grant: GrantRecord, to: GrantStatus, actor: str, reason: str | None = None) -> GrantRecord:
+        """Revoke or expire ``grant``: the token dies now, the manager is told, and it is recorded."""
+        for _ in range(5):
+            if grant.status != GrantStatus.ACTIVE:
+                return grant
+            self._delivery.update_policies(names.egress_container(grant.package_id), add=[], remove=[grant.policy_id])
+            now = self._clock.now()
+            if to == GrantStatus.REVOKED:
+                ended = grant.transition(to, revoked_at=now, revoked_by=actor, revoke_reason=reason, ended_at=now)
+                what, action = "was revoked", "grant_revoked"
+            else:
+                ended = grant.transition(to, ended_at=now)
+                what, action = "expired", "grant_expired"
+            self._email.send(notifications.manager_grant_ended(ended, what, self._manager))
+            try:
+                saved = self._registry.update_grant(ended)
+            except ConcurrencyConflict:
+                fresh = self._registry.get_grant(grant.grant_id)
+                assert fresh is not None
+                grant = fresh
+                continue
+            details: dict[str, object] = {"grant_id": grant.grant_id, "recipient": grant.recipient_email}
+            if to == GrantStatus.REVOKED:
+                details["reason"] = reason
+            self._audit.append(grant.package_id, action, actor, details)
+            logger.info("grant %s of %s %s (%s)", grant.grant_id, grant.package_id, what, actor)
+            return saved
+        raise ConcurrencyConflict(f"grant {grant.grant_id} kept changing while it was being ended; try again")

@@ -1,0 +1,226 @@
+"""Sealing: a signed-off package is copied (or encrypted) into its delivery location, byte for byte
+as signed. Every file's SHA-256 is checked again against the signed manifest: a file changed since
+sign-off rejects the package with a reason that names it, and nothing of it is left to deliver.
+
+Runs in the queue-triggered release function, never in an HTTP request. A stale or repeated
+message changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from shared.domain import names
+from shared.domain.manifest import FileEntry, Manifest, Method
+from shared.domain.records import PackageRecord, PackageStatus
+from shared.errors import ConcurrencyConflict, NotFound, StorageUnavailable
+from shared.ports import AuditTrail, BlobStore, Clock, Crypto, EmailSender, PackageKeys, Registry
+from shared.services.concurrency import parallel_map
+from shared.services.config import PipelineConfig
+from shared.services.hashing_io import HashingReader, HashingWriter
+from shared.services.records_io import load_manifest
+from shared.services.rejection import reject
+
+logger = logging.getLogger(__name__)
+
+ACTOR = "egress-release"
+FORMAT = "age-encryption.org/v1"
+
+
+class _Changed(Exception):
+    """A staged file no longer matches the signed manifest."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        super().__init__("; ".join(reasons))
+        self.reasons = reasons
+
+
+def _changed(entry: FileEntry, size: int, sha256: str) -> str | None:
+    if size != entry.size:
+        return (
+            f"file {entry.path!r} changed after sign-off: it is now {size:,} bytes, "
+            f"the signed manifest says {entry.size:,}"
+        )
+    if sha256 != entry.sha256:
+        return (
+            f"file {entry.path!r} changed after sign-off: its SHA-256 is now {sha256}, "
+            f"the signed manifest says {entry.sha256}"
+        )
+    return None
+
+
+class SealService:
+    def __init__(
+        self,
+        *,
+        staging: BlobStore,
+        delivery: BlobStore,
+        keys: PackageKeys,
+        crypto: Crypto,
+        registry: Registry,
+        audit: AuditTrail,
+        email: EmailSender,
+        clock: Clock,
+        config: PipelineConfig,
+    ) -> None:
+        self._staging = staging
+        self._delivery = delivery
+        self._keys = keys
+        self._crypto = crypto
+        self._registry = registry
+        self._audit = audit
+        self._email = email
+        self._clock = clock
+        self._config = config
+
+    def seal(self, package_id: str, manifest_sha256: str) -> PackageRecord | None:
+        """Seal a signed-off package; returns its record once sealed (or later), None when it must not leave."""
+        record = self._registry.get_package(package_id)
+        if record is None or record.manifest_sha256 != manifest_sha256:
+            logger.info("release of %s: no such package or a replaced manifest; nothing to do", package_id)
+            return None
+        if record.status in (PackageStatus.SEALED, PackageStatus.GRANTED, PackageStatus.CLOSED):
+            return record
+        if record.status != PackageStatus.PROCESSING or record.signoff_completed_at is None:
+            logger.info("release of %s: it is %s and not signed off; nothing to do", package_id, record.status)
+            return None
+        manifest = load_manifest(self._staging, self._config.records_container, package_id)
+        try:
+            details = self._encrypt(manifest) if manifest.method != Method.STORAGE_EXPLORER else self._copy(manifest)
+        except _Changed as exc:
+            self._reject_changed(record, manifest, exc.reasons)
+            return None
+        now = self._clock.now()
+        try:
+            sealed = self._registry.update_package(
+                record.transition(PackageStatus.SEALED, sealed_at=now, updated_at=now)
+            )
+        except ConcurrencyConflict:
+            return self._registry.get_package(package_id)  # sealed by another worker
+        self._audit.append(package_id, "sealed", ACTOR, {**details, "manifest_sha256": record.manifest_sha256})
+        self._staging.delete_blobs(
+            self._config.staging_container, [names.staged_file(package_id, f.path) for f in manifest.files]
+        )
+        return sealed
+
+    # -- download links: a verified server-side copy ----------------------------------------
+
+    def _copy(self, manifest: Manifest) -> dict[str, Any]:
+        package_id = manifest.package_id
+        container = names.egress_container(package_id)
+        self._delivery.ensure_container(container)
+
+        def copy_and_check(entry: FileEntry) -> str | None:
+            try:
+                self._delivery.copy_into(
+                    self._staging,
+                    self._config.staging_container,
+                    names.staged_file(package_id, entry.path),
+                    container,
+                    entry.path,
+                )
+            except NotFound:
+                return f"file {entry.path!r} was removed from staging after sign-off"
+            found = self._delivery.digest(container, entry.path)
+            return _changed(entry, found.size, found.sha256)
+
+        problems = [p for p in parallel_map(copy_and_check, list(manifest.files), self._config.workers) if p]
+        if problems:
+            self._delivery.delete_container(container)  # nothing that was not signed off stays deliverable
+            raise _Changed(problems)
+        wanted = manifest.file_map()
+        stale = [b.name for b in self._delivery.list_blobs(container, "") if b.name not in wanted]
+        self._delivery.delete_blobs(container, stale)
+        return {"container": container, "files": len(wanted), "bytes": manifest.total_bytes}
+
+    # -- sftp and physical: streamed age encryption ----------------------------------------
+
+    def _identity(self, package_id: str) -> str:
+        """The package's key: made once; a retry reuses it so earlier ciphertexts stay readable."""
+        try:
+            return self._keys.get(package_id)
+        except NotFound:
+            identity, _ = self._crypto.new_identity()
+            self._keys.put(package_id, identity)
+            return identity
+
+    def _encrypt(self, manifest: Manifest) -> dict[str, Any]:
+        package_id = manifest.package_id
+        container, prefix = names.encrypted_location(package_id, manifest.method, self._config.sftp_container)
+        self._delivery.ensure_container(container)
+        recipient = self._crypto.public_of(self._identity(package_id))
+
+        def encrypt(entry: FileEntry) -> dict[str, Any]:
+            try:
+                reader = self._staging.open_read(
+                    self._config.staging_container, names.staged_file(package_id, entry.path)
+                )
+            except NotFound:
+                raise _Changed([f"file {entry.path!r} was removed from staging after sign-off"]) from None
+            source = HashingReader(reader)
+            target = HashingWriter(self._delivery.open_write(container, prefix + names.encrypted_file(entry.path)))
+            try:
+                self._crypto.encrypt(source, target, recipient)  # type: ignore[arg-type]
+                problem = _changed(entry, source.size, source.sha.hexdigest())
+                if problem:
+                    raise _Changed([problem])
+            except BaseException:
+                target.discard()  # a half-written or unsigned ciphertext is never committed
+                raise
+            finally:
+                source.close()
+            target.close()
+            return {
+                "path": entry.path,
+                "size": entry.size,
+                "sha256": entry.sha256,
+                "encrypted_path": names.encrypted_file(entry.path),
+                "encrypted_size": target.size,
+                "encrypted_sha256": target.sha.hexdigest(),
+            }
+
+        try:
+            files = parallel_map(encrypt, list(manifest.files), self._config.workers)
+        except _Changed:
+            done = [b.name for b in self._delivery.list_blobs(container, prefix)]
+            self._delivery.delete_blobs(container, done)
+            raise
+        encrypted = {
+            "package_id": package_id,
+            "title": manifest.title,
+            "format": FORMAT,
+            "recipient": recipient,
+            "files": files,
+        }
+        self._delivery.write(container, prefix + names.ENCRYPTED_MANIFEST, json.dumps(encrypted, indent=2).encode())
+        stored = {b.name: b.size for b in self._delivery.list_blobs(container, prefix)}
+        wrong = [f["encrypted_path"] for f in files if stored.get(prefix + f["encrypted_path"]) != f["encrypted_size"]]
+        if wrong:
+            raise StorageUnavailable(f"the encrypted copy of {wrong[0]!r} did not land whole; retrying")
+        return {
+            "location": f"{container}/{prefix}",
+            "files": len(files),
+            "bytes": manifest.total_bytes,
+            "encrypted": True,
+        }
+
+    def _reject_changed(self, record: PackageRecord, manifest: Manifest, reasons: list[str]) -> None:
+        try:
+            reject(
+                record,
+                [
+                    *reasons,
+                    "nothing was released and the staged files are kept; fix the files and stage the package again",
+                ],
+                registry=self._registry,
+                audit=self._audit,
+                email=self._email,
+                clock=self._clock,
+                manager=self._config.system_manager_email,
+                actor=ACTOR,
+            )
+        except ConcurrencyConflict:
+            pass  # another worker rejected it first
+        logger.info("package %s: a file changed after sign-off; rejected", manifest.package_id)

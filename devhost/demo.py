@@ -2,7 +2,8 @@
 
     python -m devhost.demo        (make demo)
 
-classification team stages outputs -> the recipient's email arrives -> the link downloads every
+classification team stages outputs -> each named classifier gets a sign-off email, opens their
+link and approves with their own tier -> the recipient's email arrives -> the link downloads every
 file and their SHA-256 match -> an upload with the same link is refused -> the system manager
 revokes -> the same link is refused -> the audit trail prints and its chain verifies.
 Ends with PASS or FAIL and exits non-zero on failure.
@@ -70,18 +71,43 @@ def http_status(url: str, method: str = "GET", data: bytes | None = None, header
             return int(response.status)
     except urllib.error.HTTPError as exc:
         return int(exc.code)
+    except (urllib.error.URLError, OSError):
+        return 0  # nothing listens there
 
 
-def wait_for_email(package_id: str, timeout: float = 90) -> dict:
+def wait_for_email(to: str, subject: str, timeout: float = 90) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with urllib.request.urlopen(f"{MAIL}/api/email", timeout=10) as response:
             for mail in json.loads(response.read()):
-                to = [a.get("address") for a in mail.get("to", [])]
-                if RECIPIENT in to and package_id in mail.get("subject", ""):
+                addresses = [a.get("address") for a in mail.get("to", [])]
+                if to in addresses and subject in mail.get("subject", ""):
                     return dict(mail)
-        time.sleep(1)
-    raise DemoFailed(f"no email for {RECIPIENT} about {package_id} within {timeout:.0f} s")
+        time.sleep(0.5)
+    raise DemoFailed(f"no email for {to} with {subject!r} within {timeout:.0f} s")
+
+
+def sign_off(package_id: str) -> None:
+    """Each named classifier opens the link in their email, reads the page and approves with their tier."""
+    team = json.loads((SAMPLE / "team.json").read_text())
+    for person in team["decisions"]:
+        mail = wait_for_email(person["email"], f"Sign-off needed: {package_id}")
+        match = re.search(r"(http\S+/api/signoff/[A-Za-z0-9_-]+)", mail.get("text", ""))
+        if not match:
+            raise DemoFailed(f"the sign-off email to {person['email']} carries no link")
+        link = match.group(1)
+        print(f"{person['name']} ({person['role']}) got a personal link (open it at {MAIL} to see the page)")
+        if http_status(link) != 200:
+            raise DemoFailed(f"the sign-off page of {person['name']} did not open")
+        body = json.dumps({"decision": "approve", "tier": 2}).encode()
+        answer = http_status(link, "POST", body, {"Content-Type": "application/json"})
+        print(f"  approves at tier 2: HTTP {answer}", flush=True)
+        if answer != 200:
+            raise DemoFailed(f"{person['name']}'s approval answered {answer}, not 200")
+
+
+def team_member(index: int) -> str:
+    return str(json.loads((SAMPLE / "team.json").read_text())["decisions"][index]["email"])
 
 
 def play() -> None:
@@ -117,8 +143,13 @@ def play() -> None:
         )
         must(egress("stage", str(outputs)), "egress stage")
 
+        step("Classifiers: each named person signs off through their own link (nothing leaves before)")
+        wait_for_email(team_member(0), f"Sign-off needed: {package_id}")
+        must(egress("--api", API, "status", package_id, key=key), "egress status")
+        sign_off(package_id)
+
         step(f"Recipient: waits for the email ({MAIL} shows it too)")
-        mail = wait_for_email(package_id)
+        mail = wait_for_email(RECIPIENT, f"{package_id} is ready to download")
         print(mail.get("text", ""), flush=True)
         links = re.findall(r"Link for (\S+): (http\S+)", mail.get("text", ""))
         if not links:
@@ -154,6 +185,9 @@ def play() -> None:
         if after != 403:
             raise DemoFailed(f"the revoked link answered {after}, not 403")
 
+        step("System manager: the package's status shows each sign-off")
+        must(egress("--api", API, "status", package_id, key=key), "egress status")
+
         step("System manager: prints the audit trail and verifies its chain")
         must(egress("--api", API, "audit", package_id, "--verify", key=key), "egress audit --verify")
     finally:
@@ -167,7 +201,8 @@ def main() -> int:
         print(f"\nFAIL: {exc}", flush=True)
         return 1
     print(
-        "\nPASS: staged, emailed, downloaded and verified, upload refused, revoked, refused, audit chain intact.",
+        "\nPASS: staged, signed off by each classifier, emailed, downloaded and verified, upload refused, "
+        "revoked, refused, audit chain intact.",
         flush=True,
     )
     return 0

@@ -69,7 +69,18 @@ def main() -> int:
         )
         processes.append(azurite)
         maildev = subprocess.Popen(
-            [str(BIN / "maildev"), "--smtp", "1025", "--web", "1080", "--ip", "127.0.0.1", "--silent"],
+            [
+                str(BIN / "maildev"),
+                "--smtp",
+                "1025",
+                "--web",
+                "1080",
+                "--ip",
+                "127.0.0.1",
+                "--web-ip",
+                "127.0.0.1",
+                "--silent",
+            ],
             stdout=subprocess.DEVNULL,
         )
         processes.append(maildev)
@@ -84,10 +95,12 @@ def main() -> int:
         print(
             "\n"
             "Local egress stack is up:\n"
-            "  Storage (Azurite)   blob http://127.0.0.1:10000  table http://127.0.0.1:10002  data in .local/azurite\n"
+            "  Storage (Azurite)   blob http://127.0.0.1:10000  queue http://127.0.0.1:10001  "
+            "table http://127.0.0.1:10002  data in .local/azurite\n"
             "  Mail catcher        http://127.0.0.1:1080  (every email the service sends; SMTP on 1025)\n"
             f"  Functions host      http://127.0.0.1:7071/api  ({'func start' if func else 'local host'})\n"
             "  Function key        in .local/function-key (send as x-functions-key)\n"
+            "  Sign-off pages      http://127.0.0.1:7071/api/signoff/<token>  (the links in the classifiers' emails)\n"
             "\nIn another terminal:  make demo   (plays a whole egress on this stack)\n"
             "Press Ctrl+C to stop.\n",
             flush=True,

@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 VENV_CHECKOV ?= .venv-checkov
 
-.PHONY: install age-tool test lint infra-check bench run demo clean
+.PHONY: install age-tool browser test lint infra-check bench run demo clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	python3 -m venv $(VENV)
@@ -21,7 +21,13 @@ age-tool:
 	  (apt-get update -qq && apt-get install -y -qq age) || \
 	  { echo "install Debian's age package (apt-get install age) and run again"; exit 1; }
 
-install: $(VENV)/.installed node_modules/.installed age-tool
+# Debian's chromium: the browser tests drive it through Playwright (no browser download).
+browser:
+	@command -v chromium >/dev/null 2>&1 || apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	  (apt-get update -qq && apt-get install -y -qq chromium) || \
+	  { echo "install Debian's chromium package (apt-get install chromium) and run again"; exit 1; }
+
+install: $(VENV)/.installed node_modules/.installed age-tool browser
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -50,6 +56,7 @@ demo: install
 
 bench: install
 	$(PY) benchmarks/bench_pipeline.py
+	$(PY) benchmarks/bench_signoff.py
 
 clean:
 	rm -rf $(VENV) $(VENV_CHECKOV) node_modules .pytest_cache .mypy_cache

@@ -1,0 +1,262 @@
+"""In-memory fakes of the ports, honouring ETags like the real adapters, for the unit tier.
+
+Each fake can be told to fail at its Nth call (``fail_at``) with a transient error, injected through
+the constructor; nothing patches private attributes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, BinaryIO, TypeVar
+
+from pydantic import BaseModel
+
+from shared.domain.audit import AuditEntry, make_entry
+from shared.domain.manifest import Role
+from shared.domain.records import GrantRecord, GrantStatus, PackageRecord, PackageStatus, SignoffRecord
+from shared.errors import ConcurrencyConflict, NotFound, StorageUnavailable
+from shared.ports import AccessPolicy, BlobInfo, FileDigest, Link, OutgoingEmail
+
+_R = TypeVar("_R", bound=BaseModel)
+_etags = itertools.count(1)
+
+
+class Faults:
+    """Counts calls; raises ``StorageUnavailable`` at the calls listed in ``fail_at`` (1-based)."""
+
+    def __init__(self, fail_at: Iterable[int] = ()) -> None:
+        self.calls = 0
+        self.fail_at = set(fail_at)
+
+    def tick(self, what: str) -> None:
+        self.calls += 1
+        if self.calls in self.fail_at:
+            raise StorageUnavailable(f"injected fault at call {self.calls} ({what})")
+
+
+class FakeClock:
+    def __init__(self, start: datetime | None = None) -> None:
+        self.moment = start or datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        return self.moment
+
+    def advance(self, **delta: float) -> None:
+        self.moment += timedelta(**delta)
+
+
+class FakeRegistry:
+    def __init__(self, faults: Faults | None = None) -> None:
+        self.faults = faults or Faults()
+        self.rows: dict[tuple[str, str, str], BaseModel] = {}
+        self.tokens: dict[str, tuple[str, Role]] = {}
+
+    def _create(self, key: tuple[str, str, str], record: _R) -> _R:
+        self.faults.tick(f"create {key}")
+        if key in self.rows:
+            raise ConcurrencyConflict(f"{key}: already exists")
+        saved = record.model_copy(update={"etag": str(next(_etags))})
+        self.rows[key] = saved
+        return saved
+
+    def _update(self, key: tuple[str, str, str], record: _R) -> _R:
+        self.faults.tick(f"update {key}")
+        current = self.rows.get(key)
+        if current is None or getattr(current, "etag", None) != getattr(record, "etag", None):
+            raise ConcurrencyConflict(f"{key}: changed by someone else since it was read")
+        saved = record.model_copy(update={"etag": str(next(_etags))})
+        self.rows[key] = saved
+        return saved
+
+    def _get(self, key: tuple[str, str, str]) -> Any:
+        self.faults.tick(f"get {key}")
+        return self.rows.get(key)
+
+    def get_package(self, package_id: str) -> PackageRecord | None:
+        return self._get(("p", package_id, ""))  # type: ignore[no-any-return]
+
+    def create_package(self, record: PackageRecord) -> PackageRecord:
+        return self._create(("p", record.package_id, ""), record)
+
+    def update_package(self, record: PackageRecord) -> PackageRecord:
+        return self._update(("p", record.package_id, ""), record)
+
+    def list_packages(self, status: PackageStatus | None = None) -> list[PackageRecord]:
+        self.faults.tick("list packages")
+        found = [r for k, r in self.rows.items() if k[0] == "p"]
+        return [r for r in found if status is None or r.status == status]  # type: ignore[attr-defined]
+
+    def get_grant(self, grant_id: str) -> GrantRecord | None:
+        self.faults.tick("get grant")
+        return next((r for k, r in self.rows.items() if k[0] == "g" and k[2] == grant_id), None)  # type: ignore[return-value]
+
+    def create_grant(self, record: GrantRecord) -> GrantRecord:
+        return self._create(("g", record.package_id, record.grant_id), record)
+
+    def update_grant(self, record: GrantRecord) -> GrantRecord:
+        return self._update(("g", record.package_id, record.grant_id), record)
+
+    def list_grants(self, package_id: str | None = None, status: GrantStatus | None = None) -> list[GrantRecord]:
+        self.faults.tick("list grants")
+        found = [r for k, r in self.rows.items() if k[0] == "g" and (package_id is None or k[1] == package_id)]
+        return [g for g in found if status is None or g.status == status]  # type: ignore[attr-defined,misc]
+
+    def create_signoff(self, record: SignoffRecord) -> SignoffRecord:
+        self.tokens[record.token_hash] = (record.package_id, record.role)
+        return self._create(("s", record.package_id, record.role.value), record)
+
+    def update_signoff(self, record: SignoffRecord) -> SignoffRecord:
+        self.tokens[record.token_hash] = (record.package_id, record.role)
+        return self._update(("s", record.package_id, record.role.value), record)
+
+    def get_signoff(self, package_id: str, role: Role) -> SignoffRecord | None:
+        return self._get(("s", package_id, role.value))  # type: ignore[no-any-return]
+
+    def list_signoffs(self, package_id: str) -> list[SignoffRecord]:
+        self.faults.tick("list signoffs")
+        order = list(Role)
+        found = [r for k, r in self.rows.items() if k[0] == "s" and k[1] == package_id]
+        return sorted(found, key=lambda r: order.index(r.role))  # type: ignore[attr-defined,return-value]
+
+    def find_signoff(self, token_hash: str) -> SignoffRecord | None:
+        where = self.tokens.get(token_hash)
+        return self.get_signoff(*where) if where else None
+
+
+class FakeAudit:
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.chains: dict[str, list[AuditEntry]] = {}
+
+    def append(self, package_id: str, action: str, actor: str, details: dict[str, Any]) -> AuditEntry:
+        chain = self.chains.setdefault(package_id, [])
+        entry = make_entry(
+            chain[-1] if chain else None,
+            at=self.clock.now(),
+            package_id=package_id,
+            action=action,
+            actor=actor,
+            details=details,
+        )
+        chain.append(entry)
+        return entry
+
+    def read(self, package_id: str) -> list[AuditEntry]:
+        return list(self.chains.get(package_id, []))
+
+    def actions(self, package_id: str) -> list[str]:
+        return [e.action for e in self.read(package_id)]
+
+
+class FakeEmail:
+    def __init__(self, faults: Faults | None = None) -> None:
+        self.faults = faults or Faults()
+        self.sent: list[OutgoingEmail] = []
+
+    def send(self, message: OutgoingEmail) -> None:
+        self.faults.tick(f"email to {message.to}")
+        self.sent.append(message)
+
+    def to(self, address: str) -> list[OutgoingEmail]:
+        return [m for m in self.sent if m.to == address]
+
+
+@dataclass
+class FakeQueue:
+    messages: list[tuple[str, str]] = field(default_factory=list)
+
+    def send(self, package_id: str, manifest_sha256: str) -> None:
+        self.messages.append((package_id, manifest_sha256))
+
+
+class _Writer:
+    def __init__(self, store: FakeBlobStore, container: str, name: str) -> None:
+        self._store, self._container, self._name, self._buffer = store, container, name, io.BytesIO()
+
+    def write(self, data: bytes) -> int:
+        return self._buffer.write(data)
+
+    def close(self) -> None:
+        self._store.blobs[(self._container, self._name)] = self._buffer.getvalue()
+
+    def discard(self) -> None:
+        self._buffer = io.BytesIO()
+
+
+class FakeBlobStore:
+    """Blobs in a dict; enough of the port for intake, sealing by copy and the records container."""
+
+    account_name = "fakeaccount"
+
+    def __init__(self) -> None:
+        self.blobs: dict[tuple[str, str], bytes] = {}
+        self.containers: set[str] = set()
+        self.policies: dict[str, dict[str, AccessPolicy]] = {}
+
+    def list_blobs(self, container: str, prefix: str) -> list[BlobInfo]:
+        return [
+            BlobInfo(n, len(d)) for (c, n), d in sorted(self.blobs.items()) if c == container and n.startswith(prefix)
+        ]
+
+    def read(self, container: str, name: str) -> bytes:
+        try:
+            return self.blobs[(container, name)]
+        except KeyError:
+            raise NotFound(f"{container}/{name}: not found") from None
+
+    def chunks(self, container: str, name: str) -> Iterator[bytes]:
+        yield self.read(container, name)
+
+    def digest(self, container: str, name: str) -> FileDigest:
+        data = self.read(container, name)
+        return FileDigest(len(data), hashlib.sha256(data).hexdigest())
+
+    def open_read(self, container: str, name: str) -> BinaryIO:
+        return io.BytesIO(self.read(container, name))
+
+    def open_write(self, container: str, name: str) -> _Writer:
+        return _Writer(self, container, name)
+
+    def write(self, container: str, name: str, data: bytes | Iterable[bytes]) -> None:
+        self.blobs[(container, name)] = data if isinstance(data, bytes) else b"".join(data)
+
+    def ensure_container(self, container: str) -> None:
+        self.containers.add(container)
+
+    def container_exists(self, container: str) -> bool:
+        return container in self.containers
+
+    def delete_container(self, container: str) -> None:
+        self.containers.discard(container)
+        for key in [k for k in self.blobs if k[0] == container]:
+            del self.blobs[key]
+
+    def delete_blobs(self, container: str, names: Iterable[str]) -> None:
+        for name in names:
+            self.blobs.pop((container, name), None)
+
+    def copy_into(self, source: Any, source_container: str, name: str, container: str, dest_name: str) -> None:
+        self.blobs[(container, dest_name)] = source.read(source_container, name)
+
+    def container_url(self, container: str) -> str:
+        return f"https://fake.example/{container}"
+
+    def stored_policies(self, container: str) -> list[AccessPolicy]:
+        return list(self.policies.get(container, {}).values())
+
+    def update_policies(self, container: str, add: Sequence[AccessPolicy], remove: Sequence[str]) -> None:
+        held = self.policies.setdefault(container, {})
+        for policy in add:
+            held[policy.policy_id] = policy
+        for policy_id in remove:
+            held.pop(policy_id, None)
+
+
+class FakeLinks:
+    def links(self, container: str, policy_id: str, ip_ranges: list[str]) -> list[Link]:
+        return [Link(ip, f"https://fake.example/{container}?si={policy_id}&sig=fake") for ip in ip_ranges]

@@ -45,14 +45,14 @@ def _html(body: str, status: int = 200) -> func.HttpResponse:
 
 def _error_page(exc: EgressError) -> func.HttpResponse:
     heading = _HEADINGS.get(exc.http_status, "Something went wrong")
-    return _html(render("signoff_error.html", heading=heading, message=exc.message), exc.http_status)
+    return _html(render("signoff_error.html", heading=heading, message=exc.message, page=True), exc.http_status)
 
 
 def _page(token: str, principal: str | None, error: str | None = None, status: int = 200) -> func.HttpResponse:
     page = get_services().signoff.page(token, principal)
     context = page.context()
     context["method_text"] = METHOD_TEXT[page.manifest.method]
-    return _html(render("signoff.html", error=error, **context), status)
+    return _html(render("signoff.html", error=error, page=True, **context), status)
 
 
 def _is_json(req: func.HttpRequest) -> bool:
@@ -113,7 +113,7 @@ def signoff_decide(req: func.HttpRequest) -> func.HttpResponse:
             return _error_page(exc)
     except EgressError as exc:
         return _error_page(exc)
-    return _html(render("signoff_done.html", **decided.as_json()))
+    return _html(render("signoff_done.html", page=True, **decided.as_json()))
 
 
 @handles_errors

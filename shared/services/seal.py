@@ -81,12 +81,15 @@ class SealService:
         if record is None or record.manifest_sha256 != manifest_sha256:
             logger.info("release of %s: no such package or a replaced manifest; nothing to do", package_id)
             return None
-        if record.status in (PackageStatus.SEALED, PackageStatus.GRANTED, PackageStatus.CLOSED):
+        if record.status in (PackageStatus.GRANTED, PackageStatus.CLOSED):
             return record
-        if record.status != PackageStatus.PROCESSING or record.signoff_completed_at is None:
+        if record.status not in (PackageStatus.PROCESSING, PackageStatus.SEALED) or record.signoff_completed_at is None:
             logger.info("release of %s: it is %s and not signed off; nothing to do", package_id, record.status)
             return None
         manifest = load_manifest(self._staging, self._config.records_container, package_id)
+        if record.status == PackageStatus.SEALED:  # an earlier try sealed it; finish its clean-up
+            self._remove_staged(manifest)
+            return record
         try:
             details = self._encrypt(manifest) if manifest.method != Method.STORAGE_EXPLORER else self._copy(manifest)
         except _Changed as exc:
@@ -100,10 +103,15 @@ class SealService:
         except ConcurrencyConflict:
             return self._registry.get_package(package_id)  # sealed by another worker
         self._audit.append(package_id, "sealed", ACTOR, {**details, "manifest_sha256": record.manifest_sha256})
-        self._staging.delete_blobs(
-            self._config.staging_container, [names.staged_file(package_id, f.path) for f in manifest.files]
-        )
+        self._remove_staged(manifest)
         return sealed
+
+    def _remove_staged(self, manifest: Manifest) -> None:
+        """Staged files go only once the sealed copy verified and the package is recorded sealed."""
+        self._staging.delete_blobs(
+            self._config.staging_container,
+            [names.staged_file(manifest.package_id, f.path) for f in manifest.files],
+        )
 
     # -- download links: a verified server-side copy ----------------------------------------
 

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from cli.main import main
 from shared.bootstrap import Services
+from tests.support import flow
 from tests.support.packages import new_package_id
 from tests.support.servers import SmtpSink, body_text
 from tests.support.settings_file import write_local_settings
@@ -70,7 +71,7 @@ def test_manifest_stage_status_revoke_audit_download(
     staged = egress("--json", "stage", str(outputs))
     assert staged.exit_code == 0, staged.output
     raw = services.staging.read(services.settings.staging_container, f"{package_id}/manifest.json")
-    assert services.egress.process(package_id, raw) == "granted"
+    assert flow.egress(services, smtp, package_id, raw) == "granted"
 
     status = egress("status", package_id)
     assert status.exit_code == 0 and "GRANTED" in status.output and "ada@provider.example" in status.output
@@ -109,9 +110,8 @@ def test_a_tampered_file_fails_the_download_check(
     package_id = new_package_id()
     assert make_manifest(egress, outputs, package_id).exit_code == 0
     assert egress("stage", str(outputs)).exit_code == 0
-    services.egress.process(
-        package_id, services.staging.read(services.settings.staging_container, f"{package_id}/manifest.json")
-    )
+    raw = services.staging.read(services.settings.staging_container, f"{package_id}/manifest.json")
+    assert flow.egress(services, smtp, package_id, raw) == "granted"
     url = re.search(r"Link for \S+: (http\S+)", body_text(smtp.to("ada@provider.example")[0])).group(1)
     wrong = json.loads((outputs / "manifest.json").read_text())
     wrong["files"][0]["sha256"] = "0" * 64

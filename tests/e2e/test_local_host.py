@@ -15,6 +15,7 @@ from azure.storage.blob import BlobServiceClient
 
 from shared.settings import Settings
 from tests.conftest import MANAGER
+from tests.support.flow import signoff_tokens
 from tests.support.packages import SAMPLE_FILES, manifest_for, new_package_id, stage
 from tests.support.servers import ROOT, SmtpSink, free_port, wait_for_port
 from tests.support.settings_file import write_local_settings
@@ -100,6 +101,10 @@ def executions(host: Host, function: str) -> int:
     return host.text().count(f"Executed 'Functions.{function}'")
 
 
+def subjects(smtp: SmtpSink, address: str) -> list[str]:
+    return [str(m["Subject"]) for m in smtp.to(address)]
+
+
 def test_blob_trigger_http_and_function_keys(
     host_factory, settings: Settings, blob_service: BlobServiceClient, smtp: SmtpSink
 ) -> None:
@@ -108,7 +113,17 @@ def test_blob_trigger_http_and_function_keys(
     stage(blob_service, settings.staging_container, package_id, SAMPLE_FILES, manifest_for(package_id, SAMPLE_FILES))
 
     eventually(lambda: "Executed 'Functions.process_manifest' (Succeeded" in host.text(), what="the trigger")
-    assert len(smtp.to("ada@provider.example")) == 1
+    assert subjects(smtp, "ada@provider.example") == [f"Sign-off needed: {package_id}"]
+
+    tokens = signoff_tokens(smtp, package_id)
+    assert len(tokens) == 3
+    for token in tokens.values():  # no function key: the token in the link is the credential
+        decided = requests.post(host.url(f"signoff/{token}"), json={"decision": "approve", "tier": 2}, timeout=10)
+        assert decided.status_code == 200, decided.text
+    ready = f"Data egress: {package_id} is ready to download"
+    eventually(lambda: ready in subjects(smtp, "ada@provider.example"), what="the queued release")
+    eventually(lambda: "Executed 'Functions.release_package' (Succeeded" in host.text(), what="the release to finish")
+    assert subjects(smtp, "ada@provider.example") == [f"Sign-off needed: {package_id}", ready]
 
     assert requests.get(host.url("health"), timeout=10).status_code == 200
     assert requests.get(host.url(f"packages/{package_id}"), timeout=10).status_code == 401
@@ -145,7 +160,7 @@ def test_receipts_fire_a_blob_once_even_across_a_restart(
 
     stage(blob_service, settings.staging_container, package_id, SAMPLE_FILES, manifest_for(package_id, SAMPLE_FILES))
     eventually(lambda: executions(again, "process_manifest") == 1, what="the corrected manifest to fire")
-    assert len(smtp.to("ada@provider.example")) == 1
+    assert subjects(smtp, "ada@provider.example") == [f"Sign-off needed: {package_id}"]
 
 
 def test_a_failing_blob_is_retried_then_recorded_as_poison(

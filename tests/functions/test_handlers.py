@@ -8,13 +8,17 @@ import json
 import azure.functions as func
 import pytest
 from azure.functions.blob import InputStream
+from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 
 from functions.expiry_timer import expire_grants
 from functions.http_api import health, list_grants, package_status, revoke_grant, revoke_package
+from functions.release_queue import release_package
+from functions.signoff_pages import signoff_decide
 from functions.staging_trigger import process_manifest
 from shared.bootstrap import Services
 from shared.domain.audit import verify_chain
+from tests.support.flow import queue_client, signoff_tokens
 from tests.support.packages import SAMPLE_FILES, manifest_for, new_package_id, stage
 from tests.support.servers import DEV_KEY, SmtpSink
 
@@ -27,16 +31,40 @@ def http(
     return func.HttpRequest(method, url, route_params=route_params or {}, body=body, **kw)
 
 
-def deliver(services: Services, blob_service) -> str:
+def run_release_queue(services: Services) -> None:
+    """The queue trigger, handed each message on the release queue as the host would."""
+    client = queue_client(services)
+    while batch := list(client.receive_messages(max_messages=32)):
+        for message in batch:
+            release_package(QueueMessage(id=message.id, body=message.content.encode(), dequeue_count=1))
+            client.delete_message(message)
+
+
+def deliver(services: Services, blob_service, smtp: SmtpSink) -> str:
+    """Blob trigger, each named person's sign-off through the sign-off route, then the release queue trigger."""
     package_id = new_package_id()
     container = services.settings.staging_container
     raw = stage(blob_service, container, package_id, SAMPLE_FILES, manifest_for(package_id, SAMPLE_FILES))
     process_manifest(InputStream(data=raw, name=f"{container}/{package_id}/manifest.json", length=len(raw)))
+    tokens = signoff_tokens(smtp, package_id)
+    assert len(tokens) == 3
+    for token in tokens.values():
+        decided = signoff_decide(
+            http(
+                "POST",
+                f"/api/signoff/{token}",
+                {"token": token},
+                body=b'{"decision": "approve", "tier": 2}',
+                headers={"Content-Type": "application/json"},
+            )
+        )
+        assert decided.status_code == 200, decided.get_body()
+    run_release_queue(services)
     return package_id
 
 
 def test_blob_trigger_then_status_then_revoke(app_services: Services, blob_service, smtp: SmtpSink) -> None:
-    package_id = deliver(app_services, blob_service)
+    package_id = deliver(app_services, blob_service, smtp)
 
     status = package_status(http("GET", f"/api/packages/{package_id}", {"package_id": package_id}))
     assert status.status_code == 200 and status.mimetype == "application/json"
@@ -81,7 +109,7 @@ def test_manager_principal_is_required_and_recorded_when_configured(
 ) -> None:
     from shared.settings import get_settings
 
-    package_id = deliver(app_services, blob_service)
+    package_id = deliver(app_services, blob_service, smtp)
     grant_id = app_services.registry.list_grants(package_id=package_id)[0].grant_id
     monkeypatch.setenv("REQUIRE_MANAGER_PRINCIPAL", "true")
     get_settings.cache_clear()

@@ -23,6 +23,10 @@ def test_the_functions_registered(bindings: dict[str, dict]) -> None:
         "key_release",
         "health",
         "expire_grants",
+        "resend_signoff",
+        "signoff_page",
+        "signoff_decide",
+        "release_package",
     }
 
 
@@ -43,6 +47,9 @@ def test_blob_trigger(bindings: dict[str, dict]) -> None:
         ("list_grants", "grants", "GET", "function"),
         ("key_release", "packages/{package_id}/key-release", "POST", "function"),
         ("health", "health", "GET", "anonymous"),
+        ("resend_signoff", "packages/{package_id}/signoff/resend", "POST", "function"),
+        ("signoff_page", "signoff/{token}", "GET", "anonymous"),  # the token is the credential
+        ("signoff_decide", "signoff/{token}", "POST", "anonymous"),
     ],
 )
 def test_http_routes(bindings: dict[str, dict], name: str, route: str, method: str, auth: str) -> None:
@@ -50,6 +57,13 @@ def test_http_routes(bindings: dict[str, dict], name: str, route: str, method: s
     assert trigger["type"] == "httpTrigger" and trigger["route"] == route
     assert [str(m.value) for m in trigger["methods"]] == [method]
     assert str(trigger["authLevel"].value) == auth
+
+
+def test_release_queue_trigger(bindings: dict[str, dict]) -> None:
+    trigger = bindings["release_package"]
+    assert trigger["type"] == "queueTrigger"
+    assert trigger["queueName"] == "%RELEASE_QUEUE%"
+    assert trigger["connection"] == "EGRESS_STORAGE"
 
 
 def test_timer(bindings: dict[str, dict]) -> None:

@@ -15,12 +15,16 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import main as egress_cli
+from shared.adapters.age_crypto import AgeCrypto
+from shared.adapters.package_keys import LocalPackageKeys
 from shared.bootstrap import Services
+from shared.domain import names
 from shared.domain.audit import verify_chain
 from shared.domain.records import PackageStatus
 from shared.errors import Conflict, NotFound, StorageUnavailable
-from shared.services.egress import Outcome
 from tests.conftest import MANAGER
+from tests.support import flow
+from tests.support.flow import egress
 from tests.support.packages import SAMPLE_FILES, stage_new
 from tests.support.servers import SmtpSink, body_text
 from tests.support.settings_file import write_local_settings
@@ -35,15 +39,15 @@ def _needs_age() -> None:
     assert AGE, "the `age` tool is needed (make install puts Debian's age package on the machine)"
 
 
-def encrypted_package(services: Services, blob_service, method: str, files=SAMPLE_FILES) -> str:
+def encrypted_package(services: Services, blob_service, smtp: SmtpSink, method: str, files=SAMPLE_FILES) -> str:
     package_id, raw = stage_new(services, blob_service, files, method=method)
-    assert services.egress.process(package_id, raw) == Outcome.GRANTED
+    assert egress(services, smtp, package_id, raw) == "granted"
     return package_id
 
 
 def fetch(services: Services, package_id: str, method: str, into: Path) -> dict:
     """What an SFTP client or the disk would hand the recipient."""
-    container, prefix = services.encrypted.location(package_id, method)
+    container, prefix = names.encrypted_location(package_id, method, services.settings.sftp_container)
     for blob in services.delivery.list_blobs(container, prefix):
         target = into / blob.name[len(prefix) :]
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -67,7 +71,7 @@ def test_sftp_round_trip_with_the_real_age_tool(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     services = app_services
-    package_id = encrypted_package(services, blob_service, "sftp")
+    package_id = encrypted_package(services, blob_service, smtp, "sftp")
 
     mails = smtp.to(RECIPIENT)
     assert len(mails) == 2
@@ -111,7 +115,7 @@ def test_sftp_round_trip_with_the_real_age_tool(
         "logs": "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith("mail")),
         "audit": "".join(e.model_dump_json() for e in events),
         "registry": repr(services.registry.get_package(package_id)),
-        "status": json.dumps(services.grants.package_status(package_id)),
+        "status": json.dumps(services.overview.package_status(package_id)),
         "manager": "".join(m.as_string() for m in smtp.to(MANAGER)),
         "storage": "".join(
             b"".join(services.delivery.chunks(c, b.name)).decode("latin-1")
@@ -131,17 +135,17 @@ def test_release_twice_wrong_method_unknown_and_after_expiry_answer_409(
     app_services: Services, blob_service, smtp: SmtpSink
 ) -> None:
     services = app_services
-    package_id = encrypted_package(services, blob_service, "sftp")
+    package_id = encrypted_package(services, blob_service, smtp, "sftp")
     assert release(services, package_id).status_code == 200
     sent = len(smtp.messages)
     twice = release(services, package_id)
     assert twice.status_code == 409 and "already released" in json.loads(twice.get_body())["message"]
 
-    link_package = encrypted_package(services, blob_service, "storage_explorer")
+    link_package = encrypted_package(services, blob_service, smtp, "storage_explorer")
     assert release(services, link_package).status_code == 409
     assert release(services, "wp-unknown").status_code == 404
 
-    late = encrypted_package(services, blob_service, "physical")
+    late = encrypted_package(services, blob_service, smtp, "physical")
     record = services.registry.get_package(late)
     services.registry.update_package(record.model_copy(update={"expires_at": record.expires_at - timedelta(hours=49)}))
     sent = len(smtp.messages)
@@ -151,7 +155,7 @@ def test_release_twice_wrong_method_unknown_and_after_expiry_answer_409(
 
 
 def test_physical_disk_and_cli_decrypt(services: Services, blob_service, smtp: SmtpSink, tmp_path: Path) -> None:
-    package_id = encrypted_package(services, blob_service, "physical")
+    package_id = encrypted_package(services, blob_service, smtp, "physical")
     assert "physical disk" in smtp.to(RECIPIENT)[0]["Subject"]
     assert "write-disk" in body_text(smtp.to(MANAGER)[0])
     settings_file = write_local_settings(services.settings, tmp_path / "local.settings.json")
@@ -162,7 +166,7 @@ def test_physical_disk_and_cli_decrypt(services: Services, blob_service, smtp: S
     )
     assert written.exit_code == 0, written.output
     assert "read them back: all match" in written.output
-    services.encrypted.release_key(package_id, "sm@dsh.example")
+    services.key_release.release(package_id, "sm@dsh.example")
     (tmp_path / "key.txt").write_text(key_from_email(smtp) + "\n")
 
     result = runner.invoke(
@@ -213,9 +217,9 @@ def test_our_cli_decrypts_what_the_age_tool_encrypted(tmp_path: Path) -> None:
 
 @pytest.fixture
 def arrived(services: Services, blob_service, smtp: SmtpSink, tmp_path: Path) -> tuple[Path, Path]:
-    package_id = encrypted_package(services, blob_service, "sftp")
+    package_id = encrypted_package(services, blob_service, smtp, "sftp")
     fetch(services, package_id, "sftp", tmp_path / "arrived")
-    services.encrypted.release_key(package_id, "sm@dsh.example")
+    services.key_release.release(package_id, "sm@dsh.example")
     (tmp_path / "key.txt").write_text(key_from_email(smtp))
     return tmp_path / "arrived", tmp_path / "key.txt"
 
@@ -274,16 +278,16 @@ def test_a_truncated_file_with_a_forged_manifest_still_gives_no_wrong_data(arriv
 
 
 def test_expiry_destroys_the_key_and_retention_closes(services: Services, blob_service, smtp: SmtpSink, clock) -> None:
-    package_id = encrypted_package(services, blob_service, "sftp")
+    package_id = encrypted_package(services, blob_service, smtp, "sftp")
     clock.offset = timedelta(hours=49)
-    report = services.expiry.sweep()
+    report = services.sweep.sweep()
     assert report.keys_destroyed == [package_id]
     with pytest.raises(NotFound):
-        services.encrypted._keys.get(package_id)
+        LocalPackageKeys(Path(services.settings.local_secrets_dir)).get(package_id)
     with pytest.raises(Conflict):
-        services.encrypted.release_key(package_id, "sm")
+        services.key_release.release(package_id, "sm")
     clock.offset = timedelta(hours=49 + 25)
-    assert package_id in services.expiry.sweep().closed
+    assert package_id in services.sweep.sweep().closed
     record = services.registry.get_package(package_id)
     assert record is not None and record.status == PackageStatus.CLOSED
     assert services.delivery.list_blobs(services.settings.sftp_container, f"{package_id}/") == []
@@ -305,17 +309,16 @@ class FailsPartWay:
 
 
 def test_a_failure_part_way_leaves_no_partial_ciphertext_and_the_retry_completes(
-    services: Services, blob_service, monkeypatch: pytest.MonkeyPatch
+    services: Services, blob_service, smtp: SmtpSink, clock
 ) -> None:
     package_id, raw = stage_new(services, blob_service, SAMPLE_FILES, method="sftp")
-    real = services.encrypted._crypto
-    monkeypatch.setattr(services.encrypted, "_crypto", FailsPartWay(real))
+    failing = flow.with_seal(services, clock, crypto=FailsPartWay(AgeCrypto()))
     with pytest.raises(StorageUnavailable):
-        services.egress.process(package_id, raw)
-    container, prefix = services.encrypted.location(package_id, "sftp")
+        egress(failing, smtp, package_id, raw)  # sealing, in the queued release, fails part-way
+    container, prefix = names.encrypted_location(package_id, "sftp", services.settings.sftp_container)
     assert services.delivery.list_blobs(container, prefix) == []  # nothing committed, not even in part
 
-    monkeypatch.setattr(services.encrypted, "_crypto", real)
-    assert services.egress.process(package_id, raw) == Outcome.GRANTED
-    names = {b.name[len(prefix) :] for b in services.delivery.list_blobs(container, prefix)}
-    assert names == {f"{path}.age" for path in SAMPLE_FILES} | {"encrypted-manifest.json"}
+    assert flow.release(services, package_id) == "granted"  # the host runs the release message again
+    assert egress(services, smtp, package_id, raw) == "unchanged"
+    landed = {b.name[len(prefix) :] for b in services.delivery.list_blobs(container, prefix)}
+    assert landed == {f"{path}.age" for path in SAMPLE_FILES} | {"encrypted-manifest.json"}

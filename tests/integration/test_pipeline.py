@@ -14,8 +14,8 @@ from azure.storage.blob import ContainerClient
 from shared.bootstrap import Services
 from shared.domain.audit import verify_chain
 from shared.domain.records import GrantStatus, PackageStatus
-from shared.services.egress import Outcome
 from tests.conftest import MANAGER
+from tests.support.flow import egress
 from tests.support.packages import SAMPLE_FILES, stage_new, staged
 from tests.support.servers import SmtpSink, body_text
 
@@ -32,7 +32,7 @@ def links_in(smtp: SmtpSink, address: str) -> dict[str, str]:
 def test_a_classified_package_is_sealed_granted_and_emailed(services: Services, blob_service, smtp: SmtpSink) -> None:
     package_id, raw = stage_new(services, blob_service)
 
-    assert services.egress.process(package_id, raw) == Outcome.GRANTED
+    assert egress(services, smtp, package_id, raw) == "granted"
 
     record = services.registry.get_package(package_id)
     assert record is not None and record.status == PackageStatus.GRANTED
@@ -51,12 +51,21 @@ def test_a_classified_package_is_sealed_granted_and_emailed(services: Services, 
 
     assert verify_chain(services.audit.read(package_id)) == []
     actions = [e.action for e in services.audit.read(package_id)]
-    assert actions == ["manifest_received", "sealed", "grant_created", "recipient_notified", "granted"]
+    assert actions == [
+        "manifest_received",
+        *["signoff_requested"] * 3,
+        *["signoff_approved"] * 3,
+        "signoff_completed",
+        "sealed",
+        "grant_created",
+        "recipient_notified",
+        "granted",
+    ]
 
 
 def test_the_token_is_bound_to_its_policy_address_and_https(services: Services, blob_service, smtp: SmtpSink) -> None:
     package_id, raw = stage_new(services, blob_service)
-    services.egress.process(package_id, raw)
+    egress(services, smtp, package_id, raw)
     (grant,) = services.registry.list_grants(package_id=package_id)
 
     for ip_range, url in links_in(smtp, "ada@provider.example").items():
@@ -77,7 +86,7 @@ def test_https_only_by_default(settings, clock, blob_service, smtp: SmtpSink) ->
 
     services = build_services(settings.model_copy(update={"sas_allow_http": False}), clock=clock)
     package_id, raw = stage_new(services, blob_service)
-    services.egress.process(package_id, raw)
+    egress(services, smtp, package_id, raw)
     for url in links_in(smtp, "ada@provider.example").values():
         assert parse_qs(urlsplit(url).query)["spr"] == ["https"]
 
@@ -86,7 +95,7 @@ def test_the_link_reads_and_lists_but_cannot_write_delete_or_reach_elsewhere(
     services: Services, blob_service, smtp: SmtpSink
 ) -> None:
     package_id, raw = stage_new(services, blob_service)
-    services.egress.process(package_id, raw)
+    egress(services, smtp, package_id, raw)
     url = next(iter(links_in(smtp, "ada@provider.example").values()))
     container = ContainerClient.from_container_url(url)
 
@@ -110,19 +119,19 @@ def test_revoking_kills_the_link_at_once_and_again_is_harmless(
     services: Services, blob_service, smtp: SmtpSink
 ) -> None:
     package_id, raw = stage_new(services, blob_service)
-    services.egress.process(package_id, raw)
+    egress(services, smtp, package_id, raw)
     url = next(iter(links_in(smtp, "ada@provider.example").values()))
     list_url = url + "&restype=container&comp=list"
     assert requests.get(list_url, timeout=10).status_code == 200
     (grant,) = services.registry.list_grants(package_id=package_id)
     smtp.clear()
 
-    revoked = services.grants.revoke_grant(grant.grant_id, "sm@dsh.example", "link forwarded by mistake")
+    revoked = services.end_grant.revoke_grant(grant.grant_id, "sm@dsh.example", "link forwarded by mistake")
 
     assert revoked["status"] == "revoked" and revoked["revoked_by"] == "sm@dsh.example"
     assert requests.get(list_url, timeout=10).status_code == 403
     assert len(smtp.to(MANAGER)) == 1
-    again = services.grants.revoke_grant(grant.grant_id, "sm@dsh.example", "again")
+    again = services.end_grant.revoke_grant(grant.grant_id, "sm@dsh.example", "again")
     assert again["revoke_reason"] == "link forwarded by mistake"
     assert len(smtp.to(MANAGER)) == 1, "a repeated revoke changes nothing"
     assert [e.action for e in services.audit.read(package_id)].count("grant_revoked") == 1
@@ -132,10 +141,10 @@ def test_the_same_manifest_twice_gives_one_grant_and_one_email(
     services: Services, blob_service, smtp: SmtpSink
 ) -> None:
     package_id, raw = stage_new(services, blob_service)
-    assert services.egress.process(package_id, raw) == Outcome.GRANTED
+    assert egress(services, smtp, package_id, raw) == "granted"
     audit_length = len(services.audit.read(package_id))
 
-    assert services.egress.process(package_id, raw) == Outcome.UNCHANGED
+    assert egress(services, smtp, package_id, raw) == "unchanged"
 
     assert len(services.registry.list_grants(package_id=package_id)) == 1
     assert len(smtp.to("ada@provider.example")) == 1
@@ -151,7 +160,7 @@ def test_a_link_dies_at_expiry_and_the_timer_records_it(
 
     package_id, raw = stage_new(services, blob_service, expires_in_hours=1)
     clock.offset = -timedelta(hours=1) + timedelta(seconds=3)  # the grant is made "an hour ago" less 3 s
-    services.egress.process(package_id, raw)
+    egress(services, smtp, package_id, raw)
     clock.offset = timedelta()
     url = next(iter(links_in(smtp, "ada@provider.example").values()))
     list_url = url + "&restype=container&comp=list"
@@ -160,13 +169,13 @@ def test_a_link_dies_at_expiry_and_the_timer_records_it(
     assert requests.get(list_url, timeout=10).status_code == 403, "Azurite enforces the policy's expiry"
     smtp.clear()
 
-    report = services.expiry.sweep()
+    report = services.sweep.sweep()
 
     (grant,) = services.registry.list_grants(package_id=package_id)
     assert grant.grant_id in report.expired and grant.status == GrantStatus.EXPIRED
     assert services.delivery.stored_policies(f"egress-{package_id}") == []
     assert "expired" in smtp.to(MANAGER)[0]["Subject"]
-    assert services.expiry.sweep().expired == [], "a second sweep finds nothing more to do"
+    assert services.sweep.sweep().expired == [], "a second sweep finds nothing more to do"
 
 
 def test_retention_closes_the_package_and_deletes_the_egressed_copy(
@@ -175,12 +184,12 @@ def test_retention_closes_the_package_and_deletes_the_egressed_copy(
     from datetime import timedelta
 
     package_id, raw = stage_new(services, blob_service)
-    services.egress.process(package_id, raw)
-    services.grants.revoke_package(package_id, "sm@dsh.example", "done")
-    assert services.expiry.sweep().closed == [], "retention has not passed yet"
+    egress(services, smtp, package_id, raw)
+    services.end_grant.revoke_package(package_id, "sm@dsh.example", "done")
+    assert services.sweep.sweep().closed == [], "retention has not passed yet"
 
     clock.offset = timedelta(hours=25)
-    report = services.expiry.sweep()
+    report = services.sweep.sweep()
 
     assert report.closed == [package_id]
     record = services.registry.get_package(package_id)

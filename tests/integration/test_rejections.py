@@ -11,8 +11,8 @@ import pytest
 
 from shared.bootstrap import Services
 from shared.domain.records import PackageStatus
-from shared.services.egress import Outcome
 from tests.conftest import MANAGER
+from tests.support.flow import egress
 from tests.support.packages import SAMPLE_FILES, manifest_for, new_package_id, stage, staged
 from tests.support.servers import SmtpSink, body_text
 
@@ -127,7 +127,7 @@ def test_bad_input_is_rejected_and_nothing_is_lost(case: str, services: Services
     raw = stage(blob_service, services.settings.staging_container, package_id, files, manifest)
     before = staged(blob_service, services.settings.staging_container, package_id)
 
-    assert services.egress.process(package_id, raw) == Outcome.REJECTED
+    assert egress(services, smtp, package_id, raw) == "rejected"
 
     record = services.registry.get_package(package_id)
     assert record is not None and record.status == PackageStatus.REJECTED
@@ -138,8 +138,19 @@ def test_bad_input_is_rejected_and_nothing_is_lost(case: str, services: Services
     assert services.registry.list_grants(package_id=package_id) == []
     assert not blob_service.get_container_client(f"egress-{package_id}").exists()
     assert staged(blob_service, services.settings.staging_container, package_id) == before
-    assert services.egress.process(package_id, raw) == Outcome.UNCHANGED
-    assert len(smtp.to(MANAGER)) == 1, "the same rejected manifest again sends nothing new"
+
+    # Staged again unchanged: a rejected package is checked again even with the same manifest (its
+    # files may have been fixed, DESIGN.md section 3); still wrong, it is rejected again, for the same reasons.
+    reasons = record.rejection_reasons
+    assert egress(services, smtp, package_id, raw) == "rejected"
+    again = services.registry.get_package(package_id)
+    assert again is not None and again.status == PackageStatus.REJECTED and again.rejection_reasons == reasons
+    told_twice = smtp.to(MANAGER)
+    assert len(told_twice) == 2 and all(expected in body_text(m) for m in told_twice)
+    assert smtp.to("ada@provider.example") == []
+    assert services.registry.list_grants(package_id=package_id) == []
+    assert not blob_service.get_container_client(f"egress-{package_id}").exists()
+    assert staged(blob_service, services.settings.staging_container, package_id) == before
 
 
 def test_several_reasons_are_reported_together(services: Services, blob_service, smtp: SmtpSink) -> None:
@@ -147,7 +158,7 @@ def test_several_reasons_are_reported_together(services: Services, blob_service,
     manifest = manifest_for(package_id, SAMPLE_FILES, expires_in_hours=500)
     manifest["recipients"][0]["ip_ranges"] = ["10.0.0.1", "2001:db8::1"]
     raw = stage(blob_service, services.settings.staging_container, package_id, SAMPLE_FILES, manifest)
-    services.egress.process(package_id, raw)
+    egress(services, smtp, package_id, raw)
     record = services.registry.get_package(package_id)
     assert record is not None and len(record.rejection_reasons) == 3
 
@@ -158,9 +169,9 @@ def test_a_corrected_manifest_after_a_rejection_goes_through(services: Services,
     bad = stage(
         blob_service, container, package_id, SAMPLE_FILES, manifest_for(package_id, SAMPLE_FILES, expires_in_hours=100)
     )
-    assert services.egress.process(package_id, bad) == Outcome.REJECTED
+    assert egress(services, smtp, package_id, bad) == "rejected"
     good = stage(blob_service, container, package_id, SAMPLE_FILES, manifest_for(package_id, SAMPLE_FILES))
-    assert services.egress.process(package_id, good) == Outcome.GRANTED
+    assert egress(services, smtp, package_id, good) == "granted"
     record = services.registry.get_package(package_id)
     assert record is not None and record.rejection_reasons == []
 
@@ -171,7 +182,7 @@ def test_a_different_manifest_for_an_egressed_package_is_refused(
     package_id = new_package_id()
     container = services.settings.staging_container
     first = stage(blob_service, container, package_id, SAMPLE_FILES, manifest_for(package_id, SAMPLE_FILES))
-    assert services.egress.process(package_id, first) == Outcome.GRANTED
+    assert egress(services, smtp, package_id, first) == "granted"
     (grant,) = services.registry.list_grants(package_id=package_id)
     smtp.clear()
     files = {"new.csv": b"different outputs\n"}
@@ -179,7 +190,7 @@ def test_a_different_manifest_for_an_egressed_package_is_refused(
     raw = stage(blob_service, container, package_id, files, second)
     before = staged(blob_service, container, package_id)
 
-    assert services.egress.process(package_id, raw) == Outcome.REJECTED
+    assert egress(services, smtp, package_id, raw) == "rejected"
 
     record = services.registry.get_package(package_id)
     assert record is not None and record.status == PackageStatus.GRANTED, "the egressed package is untouched"
@@ -192,5 +203,5 @@ def test_a_different_manifest_for_an_egressed_package_is_refused(
 
 
 def test_a_staging_folder_that_is_not_a_package_id_is_reported(services: Services, smtp: SmtpSink) -> None:
-    assert services.egress.process("Not_An_Id", b"{}") == Outcome.REJECTED
+    assert egress(services, smtp, "Not_An_Id", b"{}") == "rejected"
     assert "not a valid package id" in body_text(smtp.to(MANAGER)[0])

@@ -14,6 +14,7 @@ from shared.bootstrap import Services, build_services
 from shared.settings import Settings
 from tests.conftest import MANAGER
 from tests.integration.test_pipeline import links_in
+from tests.support.flow import approve_all, drain, egress, signoff_tokens
 from tests.support.packages import stage_new
 from tests.support.servers import DELIVERY_ACCOUNT, DELIVERY_KEY, DEV_KEY, Azurite, SmtpSink
 
@@ -29,24 +30,30 @@ def test_tokens_and_keys_appear_nowhere_but_the_recipients_email(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     package_id, raw = stage_new(services, blob_service)
-    services.egress.process(package_id, raw)
+    assert services.intake.process(package_id, raw) == "awaiting_signoff"
+    tokens = list(signoff_tokens(smtp, package_id).values())  # the sign-off links: secrets too (DESIGN.md 3a)
+    assert len(tokens) == 3
+    approve_all(services, smtp, package_id)
+    signoff_manager_mail = "".join(m.as_string() for m in smtp.to(MANAGER))
+    smtp.clear()
+    drain(services)
     signatures = [parse_qs(urlsplit(url).query)["sig"][0] for url in links_in(smtp, "ada@provider.example").values()]
     (grant,) = services.registry.list_grants(package_id=package_id)
-    services.grants.revoke_grant(grant.grant_id, "sm@dsh.example", "test")
-    services.expiry.sweep()
+    services.end_grant.revoke_grant(grant.grant_id, "sm@dsh.example", "test")
+    services.sweep.sweep()
 
-    secrets = [*signatures, DEV_KEY]
+    secrets = [*signatures, *tokens, DEV_KEY]
     ours = [r for r in caplog.records if not r.name.startswith("mail")]  # not the SMTP sink's own debug log
     places: dict[str, str] = {"logs": "\n".join(r.getMessage() for r in ours)}
     tables = TableServiceClient.from_connection_string(azurite.connection_string())
     prefix = services.settings.registry_table_prefix
-    for table in (f"{prefix}packages", f"{prefix}grants"):
+    for table in (f"{prefix}packages", f"{prefix}grants", f"{prefix}signoffs", f"{prefix}signofftokens"):
         places[table] = repr(list(tables.get_table_client(table).list_entities()))
     for container in (services.settings.audit_container, services.settings.records_container):
         client = blob_service.get_container_client(container)
         places[container] = "".join(client.download_blob(b.name).readall().decode() for b in client.list_blobs())
-    places["manager emails"] = "".join(m.as_string() for m in smtp.to(MANAGER))
-    places["package status"] = repr(services.grants.package_status(package_id))
+    places["manager emails"] = signoff_manager_mail + "".join(m.as_string() for m in smtp.to(MANAGER))
+    places["package status"] = repr(services.overview.package_status(package_id))
     for where, text in places.items():
         for secret in secrets:
             assert secret not in text, f"a secret leaked into {where}"
@@ -60,7 +67,7 @@ def test_sealing_across_accounts_signs_with_the_delivery_account(
     delivery_cs = azurite.connection_string(DELIVERY_ACCOUNT, DELIVERY_KEY)
     services = build_services(settings.model_copy(update={"delivery_storage": delivery_cs}), clock=clock)
     package_id, raw = stage_new(services, blob_service)
-    services.egress.process(package_id, raw)
+    egress(services, smtp, package_id, raw)
 
     assert not blob_service.get_container_client(f"egress-{package_id}").exists()
     delivery = BlobServiceClient.from_connection_string(delivery_cs)

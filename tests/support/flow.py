@@ -4,15 +4,25 @@ in the emails the SMTP sink caught, and the release queue on Azurite drained lik
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
+from shared.adapters.age_crypto import AgeCrypto
+from shared.adapters.email import SmtpEmailSender
+from shared.adapters.package_keys import LocalPackageKeys
+from shared.adapters.sas import SasLinkMinter
+from shared.adapters.secrets import LocalSigningKeys
 from shared.bootstrap import Services
 from shared.domain.records import PackageStatus
+from shared.ports import Clock
+from shared.services.deliver import DeliverService
 from shared.services.intake import Outcome
+from shared.services.seal import SealService
 from tests.support.servers import SmtpSink, body_text
 
 TOKEN_RE = re.compile(r"/api/signoff/([A-Za-z0-9_-]{43})")
@@ -93,3 +103,53 @@ def egress(services: Services, smtp: SmtpSink, package_id: str, raw: bytes, *, c
     record = services.registry.get_package(package_id)
     assert record is not None
     return record.status.value
+
+
+def release(services: Services, package_id: str) -> str:
+    """What the queue trigger runs for ``package_id`` (seal, then deliver), called directly: the
+    host's retry of a release message whose handler raised. Returns the package's status."""
+    record = services.registry.get_package(package_id)
+    assert record is not None
+    if services.seal.seal(package_id, record.manifest_sha256) is not None:
+        services.deliver.deliver(package_id)
+    final = services.registry.get_package(package_id)
+    assert final is not None
+    return final.status.value
+
+
+def _email(services: Services) -> SmtpEmailSender:
+    s = services.settings
+    return SmtpEmailSender(s.smtp_host, s.smtp_port, s.email_sender)
+
+
+def with_seal(services: Services, clock: Clock, **ports: Any) -> Services:
+    """``services`` whose sealing uses ``ports`` (a flaky store, a failing cipher) in place of the real ones."""
+    real: dict[str, Any] = {
+        "staging": services.staging,
+        "delivery": services.delivery,
+        "keys": LocalPackageKeys(Path(services.settings.local_secrets_dir)),
+        "crypto": AgeCrypto(),
+        "registry": services.registry,
+        "audit": services.audit,
+        "email": _email(services),
+        "clock": clock,
+        "config": services.config,
+    }
+    return dataclasses.replace(services, seal=SealService(**(real | ports)))
+
+
+def with_deliver(services: Services, clock: Clock, signing_key: str, **ports: Any) -> Services:
+    """``services`` whose delivery uses ``ports`` in place of the real ones; links signed with ``signing_key``."""
+    links = SasLinkMinter(services.delivery, LocalSigningKeys(signing_key), allow_http=services.settings.sas_allow_http)
+    real: dict[str, Any] = {
+        "records": services.staging,
+        "staging": services.staging,
+        "delivery": services.delivery,
+        "registry": services.registry,
+        "audit": services.audit,
+        "links": links,
+        "email": _email(services),
+        "clock": clock,
+        "config": services.config,
+    }
+    return dataclasses.replace(services, deliver=DeliverService(**(real | ports)))

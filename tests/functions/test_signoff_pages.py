@@ -66,7 +66,7 @@ def test_get_shows_the_page_and_changes_nothing(app_services: Services, blob_ser
     assert response.status_code == 200 and response.mimetype == "text/html"
     html = response.get_body().decode()
     assert package_id in html and "investigator" in html and INVESTIGATOR["name"] in html
-    for path, data in SAMPLE_FILES.items():
+    for path, _data in SAMPLE_FILES.items():
         assert path in html
     assert "203.0.113.7" in html and "48 hours" in html
     assert response.headers["Referrer-Policy"] == "no-referrer" and response.headers["Cache-Control"] == "no-store"
@@ -100,7 +100,7 @@ def test_form_posts_record_decisions_and_the_queue_trigger_releases(
 
 
 def test_json_answers_and_status_codes(app_services: Services, blob_service, smtp: SmtpSink) -> None:
-    package_id, tokens = staged_package(app_services, blob_service, smtp)
+    _package_id, tokens = staged_package(app_services, blob_service, smtp)
     mine = tokens[PROVIDER["email"]]
 
     assert page("A" * 43).status_code == 404

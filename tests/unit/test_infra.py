@@ -311,9 +311,7 @@ def test_the_identity_holds_one_queue_role_on_staging_each_queue_by_itself() -> 
     # No other queue role is even defined, so none can be assigned.
     assert {rid for rid in roles.values() if rid in QUEUE_ROLES} == {roles["storageQueueDataContributor"]}
     resources = bicep("modules/roles.bicep")["resources"]
-    on_staging = {
-        (scope, role) for scope, role in role_assignments() if roles_parent_chain(scope)[-1] == "staging"
-    }
+    on_staging = {(scope, role) for scope, role in role_assignments() if roles_parent_chain(scope)[-1] == "staging"}
     queue_roles = {(scope, role) for scope, role in on_staging if roles[role] in QUEUE_ROLES}
     assert {role for _scope, role in queue_roles} == {"storageQueueDataContributor"}
     # Each on one queue, never on the account or its queue service ...

@@ -64,6 +64,7 @@ def settings(azurite: Azurite, smtp: SmtpSink, tmp_path_factory: pytest.TempPath
         AUDIT_CONTAINER=f"audit-{tag}",
         RECORDS_CONTAINER=f"records-{tag}",
         REGISTRY_TABLE_PREFIX=f"t{tag}",
+        RELEASE_QUEUE=f"release-{tag}",
         SMTP_HOST="127.0.0.1",
         SMTP_PORT=smtp.port,
         EMAIL_SENDER="egress@dsh.example",

@@ -54,6 +54,8 @@ class DeliverService:
     def deliver(self, package_id: str) -> PackageRecord | None:
         """Grant and notify a sealed package; a package in any other state is left as it is."""
         record = self._registry.get_package(package_id)
+        if record is not None and record.status == PackageStatus.GRANTED:  # an earlier try finished all but this
+            self._staging.delete_blobs(self._config.staging_container, [names.manifest_blob(package_id)])
         if record is None or record.status != PackageStatus.SEALED:
             return record
         manifest = load_manifest(self._records, self._config.records_container, package_id)

@@ -2,8 +2,9 @@
 
 Then the named classifiers are asked to sign off (``CLASSIFICATION_SIGNOFF=required``), or, where
 the manifest's decisions are trusted (``manifest``), release is queued at once. Nothing is copied
-to the delivery account here. A second delivery of the same manifest changes nothing; a retry
-after a fault completes what the first attempt left undone.
+to the delivery account here. A second delivery of the same manifest changes nothing (a rejected
+package is checked again: its files may have been fixed); a retry after a fault completes what
+the first attempt left undone.
 """
 
 from __future__ import annotations

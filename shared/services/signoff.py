@@ -26,7 +26,16 @@ from shared.domain.signoff import (
     signed_manifest,
     token_hash,
 )
-from shared.errors import ConcurrencyConflict, Conflict, Forbidden, Gone, NotFound, Unauthorized, Unprocessable
+from shared.errors import (
+    ConcurrencyConflict,
+    Conflict,
+    Forbidden,
+    Gone,
+    NotFound,
+    TransientError,
+    Unauthorized,
+    Unprocessable,
+)
 from shared.ports import AuditTrail, BlobStore, Clock, EmailSender, Registry, ReleaseQueue
 from shared.services import notifications
 from shared.services.config import PipelineConfig
@@ -240,14 +249,21 @@ class SignoffService:
         except ConcurrencyConflict:
             logger.info("package %s: sign-off completed by another request", package_id)
             return PackageStatus.PROCESSING
+        # Queue first: the person's decision is recorded and their link spent, so nothing after this
+        # may stop the release (a lost message is queued again by the sweep, see stuck_after).
+        self._queue.send(package_id, package.manifest_sha256)
         self._audit.append(
             package_id,
             "signoff_completed",
             ACTOR,
             {"mode": "required", "tier": result.tier, "manifest_sha256": package.manifest_sha256},
         )
-        self._email.send(notifications.manager_signoff_completed(signed, signoffs, self._config.system_manager_email))
-        self._queue.send(package_id, package.manifest_sha256)
+        try:
+            self._email.send(
+                notifications.manager_signoff_completed(signed, signoffs, self._config.system_manager_email)
+            )
+        except TransientError as exc:  # the grant email follows; the audit trail has the completion
+            logger.warning("package %s: the sign-off notice to the manager failed: %s", package_id, exc.message)
         return released.status
 
     # -- the system manager ------------------------------------------------------------------

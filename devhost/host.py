@@ -1,12 +1,17 @@
 """The local host: runs ``function_app.app`` as the Functions host would.
 
-    python -m devhost [--port 7071] [--settings local.settings.json] [--poll-seconds 2]
+    python -m devhost [--port 7071] [--settings local.settings.json] [--poll-seconds 2] [--instances 1]
 
 Blob triggers poll their container and keep receipts in ``azure-webjobs-hosts`` (so a blob fires
-once, even across restarts); HTTP triggers are served under ``/api`` with function keys; timers run
-on their NCRONTAB schedule; queue triggers poll their queue as the storage queues extension does
-(batches, back-off, retries, ``<queue>-poison``; settings from ``extensions.queues`` in host.json).
-Each invocation is logged as ``func start`` logs it.
+once, even across restarts), running up to ``extensions.blobs.maxDegreeOfParallelism`` blobs at
+once; HTTP triggers are served under ``/api`` with function keys; timers run on their NCRONTAB
+schedule, each as a singleton (a lease on its ``locks/`` blob); queue triggers poll their queue as
+the storage queues extension does (batches, back-off, retries, ``<queue>-poison``; settings from
+``extensions.queues`` in host.json). Each invocation is logged as ``func start`` logs it.
+
+``--instances N`` starts N-1 more host processes on the same storage, as a scaled-out app runs: all
+of them run the blob, queue and timer triggers, coordinated through storage as the real instances
+are (receipt leases, message visibility, singleton locks); only the first serves HTTP.
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ import os
 import random
 import re
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -39,6 +47,7 @@ from devhost.settings_file import ROOT, connection_string, load_local_settings, 
 
 log = logging.getLogger("devhost")
 RECEIPTS_CONTAINER = "azure-webjobs-hosts"
+_label = {"instance": ""}  # "[instance K] " in each log line when several instances share the output
 
 
 def _stamp() -> str:
@@ -48,17 +57,18 @@ def _stamp() -> str:
 def invoke(name: str, reason: str, call: Callable[[], Any]) -> tuple[bool, Any]:
     """Run one invocation with the host's Executing/Executed log lines."""
     invocation = uuid.uuid4()
-    print(f"[{_stamp()}] Executing 'Functions.{name}' (Reason='{reason}', Id={invocation})", flush=True)
+    tag = _label["instance"]
+    print(f"[{_stamp()}] {tag}Executing 'Functions.{name}' (Reason='{reason}', Id={invocation})", flush=True)
     started = time.monotonic()
     try:
         result = call()
     except Exception as exc:
         ms = int((time.monotonic() - started) * 1000)
-        print(f"[{_stamp()}] Executed 'Functions.{name}' (Failed, Id={invocation}, Duration={ms}ms)", flush=True)
-        print(f"[{_stamp()}] System.Exception: {type(exc).__name__}: {exc}", flush=True)
+        print(f"[{_stamp()}] {tag}Executed 'Functions.{name}' (Failed, Id={invocation}, Duration={ms}ms)", flush=True)
+        print(f"[{_stamp()}] {tag}System.Exception: {type(exc).__name__}: {exc}", flush=True)
         return False, exc
     ms = int((time.monotonic() - started) * 1000)
-    print(f"[{_stamp()}] Executed 'Functions.{name}' (Succeeded, Id={invocation}, Duration={ms}ms)", flush=True)
+    print(f"[{_stamp()}] {tag}Executed 'Functions.{name}' (Succeeded, Id={invocation}, Duration={ms}ms)", flush=True)
     return True, result
 
 
@@ -174,80 +184,475 @@ def index_app(app: Any) -> Indexed:
     return indexed
 
 
+RECEIPT_LEASE_SECONDS = 30.0  # the host's BlobReceiptManager lease period
+LISTENER_LOCK_SECONDS = 60.0  # SingletonOptions.ListenerLockPeriod
+LISTENER_LOCK_RECOVERY_SECONDS = 60.0  # SingletonOptions.ListenerLockRecoveryPollingInterval
+_INCOMPLETE = "Incomplete"  # the host's receipt metadata: present while a blob is not yet done
+
+
+def _error_code(exc: Exception) -> str:
+    code = getattr(exc, "error_code", None)
+    return str(getattr(code, "value", code) or "")
+
+
+def _lease_lost(exc: Exception) -> bool:
+    """The lease is gone (expired and taken, released) or so is its blob: nothing left to renew or write."""
+    return getattr(exc, "status_code", None) == 404 or _error_code(exc) in {
+        "LeaseIdMismatchWithLeaseOperation",
+        "LeaseIdMismatchWithBlobOperation",
+        "LeaseLost",
+        "LeaseNotPresentWithLeaseOperation",
+        "LeaseNotPresentWithBlobOperation",
+        "LeaseIdMissing",
+        "BlobNotFound",
+        "ContainerNotFound",
+    }
+
+
+def _blob_service(connection: str, pool_size: int) -> Any:
+    """A BlobServiceClient whose HTTP pool keeps one connection per concurrent invocation."""
+    import requests
+    from azure.core.pipeline.transport import RequestsTransport
+    from azure.storage.blob import BlobServiceClient
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
+
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_maxsize=pool_size, max_retries=Retry(total=False, redirect=False, raise_on_status=False))
+    for prefix in ("http://", "https://"):
+        session.mount(prefix, adapter)
+    transport = RequestsTransport(session=session, session_owner=True)
+    return BlobServiceClient.from_connection_string(connection_string(connection), transport=transport)
+
+
+def _ensure_container(container: Any) -> None:
+    from azure.core.exceptions import ResourceExistsError
+
+    try:
+        container.create_container()
+    except ResourceExistsError:
+        pass
+
+
+@dataclass(eq=False)
+class _KeptLease:
+    lease: Any  # BlobLeaseClient
+    period: float
+    renew_at: float
+    on_lost: Callable[[], None] | None
+
+
+class LeaseRenewer:
+    """Keeps blob leases alive, renewing each half-way through its period, as the host renews its leases.
+
+    A lease that cannot be renewed because it is gone (taken by another instance after it expired,
+    or its blob deleted) is dropped and its ``on_lost`` called; other errors are retried every second.
+    """
+
+    def __init__(self, name: str = "leases") -> None:
+        self._name = name
+        self._kept: dict[str, _KeptLease] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    def keep(self, lease: Any, period: float, on_lost: Callable[[], None] | None = None) -> None:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the lease renewer is closed")
+            self._kept[lease.id] = _KeptLease(lease, period, time.monotonic() + period / 2, on_lost)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._thread.start()
+        self._wake.set()
+
+    def drop(self, lease_id: str) -> None:
+        with self._lock:
+            self._kept.pop(lease_id, None)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._kept.clear()
+            thread = self._thread
+        self._wake.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(10)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                if self._closed:
+                    return
+                now = time.monotonic()
+                due = [(key, kept) for key, kept in self._kept.items() if kept.renew_at <= now]
+            for key, kept in due:
+                try:
+                    kept.lease.renew()
+                    kept.renew_at = time.monotonic() + kept.period / 2
+                except Exception as exc:
+                    with self._lock:
+                        if self._kept.get(key) is not kept:
+                            continue  # dropped meanwhile: released by its holder
+                        if _lease_lost(exc):
+                            del self._kept[key]
+                    if not _lease_lost(exc):
+                        log.warning("could not renew lease %s: %s; retrying", key, exc)
+                        kept.renew_at = time.monotonic() + 1
+                        continue
+                    log.warning("lease %s was lost: %s", key, _error_code(exc) or exc)
+                    if kept.on_lost:
+                        kept.on_lost()
+            with self._lock:
+                upcoming = [kept.renew_at for kept in self._kept.values()]
+            timeout = max(0.0, min(upcoming) - time.monotonic()) if upcoming else None
+            self._wake.wait(timeout)
+            self._wake.clear()
+
+
+def default_blob_parallelism() -> int:
+    """The blobs extension's default ``maxDegreeOfParallelism``: 8 x the processor count.
+
+    As the extension's ``SkuUtility`` counts them: one on the Consumption plan (``WEBSITE_SKU`` is
+    ``Dynamic``), else the processors this process may run on.
+    """
+    if os.environ.get("WEBSITE_SKU", "").lower() == "dynamic":
+        return 8
+    processors = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 8 * max(1, processors)
+
+
+@dataclass(frozen=True)
+class BlobOptions:
+    """``extensions.blobs`` in host.json, with the storage blobs extension's defaults."""
+
+    max_degree_of_parallelism: int = field(default_factory=default_blob_parallelism)
+    poison_blob_threshold: int = 5
+
+    def __post_init__(self) -> None:
+        if self.max_degree_of_parallelism < 1:
+            raise ValueError("maxDegreeOfParallelism must be at least 1")
+        if self.poison_blob_threshold < 1:
+            raise ValueError("poisonBlobThreshold must be at least 1")
+
+    @classmethod
+    def from_host_json(cls, host: dict[str, Any]) -> BlobOptions:
+        """Read ``extensions.blobs`` (keys are case-insensitive, as in the host's configuration)."""
+        section = {k.lower(): v for k, v in (host.get("extensions", {}).get("blobs") or {}).items()}
+        kwargs: dict[str, Any] = {}
+        if "maxdegreeofparallelism" in section:
+            kwargs["max_degree_of_parallelism"] = int(section["maxdegreeofparallelism"])
+        if "poisonblobthreshold" in section:
+            kwargs["poison_blob_threshold"] = int(section["poisonblobthreshold"])
+        return cls(**kwargs)
+
+
+def _instance_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 class BlobPoller:
-    """Polls like the host's LogsAndContainerScan source, with receipts in storage."""
+    """Runs blob-triggered functions: polls like the host's LogsAndContainerScan source, with receipts in storage.
 
-    def __init__(self, triggers: list[BlobTrigger], host_id: str, max_attempts: int, poll_seconds: float) -> None:
-        from azure.storage.blob import BlobServiceClient
+    Every scan lists each trigger's container and the function's receipts
+    (``azure-webjobs-hosts/blobreceipts/<hostId>/Host.Functions.<fn>/<etag>/<container>/<blob>``) and
+    submits each matching blob without a completed receipt to a pool of ``maxDegreeOfParallelism``
+    threads shared by all blob functions, as the host's shared blob queue runs them; a blob already in
+    flight in this process is not submitted again.
 
+    Several pollers (host instances) may share the storage, as scaled-out instances do: before it runs
+    a blob, a worker creates the receipt if absent (marked ``Incomplete``, as the host's
+    ``BlobReceiptManager`` creates it) and takes a 30 s lease on it, skipping the blob when another
+    instance holds the lease or the receipt is already complete. The lease is renewed while the
+    function runs, so a second instance runs the same blob only if the lease is lost (the process
+    stalls or storage is unreachable for longer than the lease). Each start is counted in the
+    receipt's ``attempts`` metadata (the host's dequeue count), so the poison threshold holds across
+    instances and restarts. Success completes the receipt (``status=succeeded``); a failure releases
+    the lease for the next scan to retry, until ``poisonBlobThreshold`` starts have been made, when
+    the receipt is completed as ``status=poison`` and the blob is not run again.
+
+    Unlike the host, which only enqueues a message under the receipt's lease and runs the function
+    from its ``azure-webjobs-blobtrigger-<hostId>`` queue (poison: ``webjobs-blobtrigger-poison``),
+    this poller runs the function under the lease and records poison in the receipt.
+    """
+
+    def __init__(
+        self,
+        triggers: list[BlobTrigger],
+        host_id: str,
+        options: BlobOptions | None = None,
+        poll_seconds: float = 2.0,
+        *,
+        instance_id: str | None = None,
+        lease_seconds: float = RECEIPT_LEASE_SECONDS,
+    ) -> None:
+        if not 15 <= lease_seconds <= 60:
+            raise ValueError("a blob lease lasts 15 to 60 seconds")
+        self.options = options or BlobOptions()
+        self.instance_id = instance_id or _instance_id()
         self._triggers = triggers
         self._host_id = host_id
-        self._max_attempts = max_attempts
         self._poll_seconds = poll_seconds
-        self._attempts: dict[str, int] = {}
-        self._clients = {
-            t.connection: BlobServiceClient.from_connection_string(connection_string(t.connection)) for t in triggers
-        }
+        self._lease_seconds = lease_seconds
+        pool_size = self.options.max_degree_of_parallelism + 4
+        self._clients = {t.connection: _blob_service(t.connection, pool_size) for t in triggers}
+        self._pool = ThreadPoolExecutor(
+            max_workers=self.options.max_degree_of_parallelism, thread_name_prefix="blob-trigger"
+        )
+        self._renewer = LeaseRenewer("blob-leases")
+        self._in_flight: set[str] = set()
+        self._lock = threading.Lock()
+        self._receipts_ready: set[str] = set()
+        self._closed = False
+
+    def _prefix(self, trigger: BlobTrigger) -> str:
+        return f"blobreceipts/{self._host_id}/Host.Functions.{trigger.name}/"
 
     def _receipt(self, trigger: BlobTrigger, etag: str, blob: str) -> str:
         etag = etag.strip('"')
-        return f"blobreceipts/{self._host_id}/Host.Functions.{trigger.name}/{etag}/{trigger.container}/{blob}"
+        return f"{self._prefix(trigger)}{etag}/{trigger.container}/{blob}"
 
-    def scan_once(self) -> int:
-        """One pass over every trigger's container; returns how many invocations ran."""
-        from azure.core.exceptions import ResourceExistsError
-        from azure.functions.blob import InputStream
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._in_flight)
 
-        fired = 0
+    # -- scanning --------------------------------------------------------------------------------
+
+    def scan_once(self, wait: bool = True) -> int:
+        """One pass over every trigger's container, submitting each new blob to the pool.
+
+        With ``wait`` the submitted blobs are waited for and the number of invocations that ran is
+        returned (a blob another instance took is not counted); without, the number submitted.
+        """
+        futures: list[Future[bool]] = []
         for trigger in self._triggers:
-            service = self._clients[trigger.connection]
-            container = service.get_container_client(trigger.container)
-            receipts = service.get_container_client(RECEIPTS_CONTAINER)
-            if not container.exists():
+            futures += self._scan(trigger)
+        if not wait:
+            return len(futures)
+        wait_futures(futures)
+        return sum(1 for f in futures if not f.cancelled() and f.exception() is None and f.result())
+
+    def _scan(self, trigger: BlobTrigger) -> list[Future[bool]]:
+        service = self._clients[trigger.connection]
+        container = service.get_container_client(trigger.container)
+        if not container.exists():
+            return []
+        receipts = service.get_container_client(RECEIPTS_CONTAINER)
+        if trigger.connection not in self._receipts_ready:
+            _ensure_container(receipts)
+            self._receipts_ready.add(trigger.connection)
+        known = {r.name: r for r in receipts.list_blobs(name_starts_with=self._prefix(trigger), include=["metadata"])}
+        futures = []
+        for blob in container.list_blobs():
+            if not trigger.pattern.match(blob.name):
                 continue
+            name = self._receipt(trigger, blob.etag, blob.name)
+            receipt = known.get(name)
+            if receipt is not None:
+                if _INCOMPLETE.lower() not in {k.lower() for k in (receipt.metadata or {})}:
+                    continue  # completed: succeeded, poison, or changed before it ran
+                if receipt.lease.state == "leased":
+                    continue  # running on an instance (this one or another)
+            with self._lock:
+                if name in self._in_flight:
+                    continue
+                self._in_flight.add(name)
             try:
-                receipts.create_container()
-            except ResourceExistsError:
-                pass
-            for blob in container.list_blobs():
-                if not trigger.pattern.match(blob.name):
-                    continue
-                receipt = receipts.get_blob_client(self._receipt(trigger, blob.etag, blob.name))
-                if receipt.exists():
-                    continue
-                data = container.download_blob(blob.name).readall()
-                stream = InputStream(
-                    data=data,
-                    name=f"{trigger.container}/{blob.name}",
-                    uri=container.get_blob_client(blob.name).url,
-                    length=len(data),
-                )
-                reason = f"New blob detected(LogsAndContainerScan): {trigger.container}/{blob.name}"
-                ok, _ = invoke(trigger.name, reason, lambda t=trigger, s=stream: t.handler(**{t.arg: s}))
-                fired += 1
-                key = receipt.blob_name
-                if ok:
-                    receipt.upload_blob(b"", overwrite=True, metadata={"status": "succeeded"})
-                    self._attempts.pop(key, None)
-                    continue
-                self._attempts[key] = self._attempts.get(key, 0) + 1
-                if self._attempts[key] >= self._max_attempts:
-                    receipt.upload_blob(b"", overwrite=True, metadata={"status": "poison"})
-                    log.error(
-                        "blob %s/%s failed %d times: recorded as poison, not retried",
-                        trigger.container,
-                        blob.name,
-                        self._max_attempts,
-                    )
-        return fired
+                future = self._pool.submit(self._process, trigger, blob.name, blob.etag, name)
+            except RuntimeError:  # the pool is shut down: the host is stopping
+                with self._lock:
+                    self._in_flight.discard(name)
+                break
+            future.add_done_callback(lambda _, n=name: self._finished(n))
+            futures.append(future)
+        return futures
+
+    def _finished(self, name: str) -> None:
+        with self._lock:
+            self._in_flight.discard(name)
+
+    # -- one blob --------------------------------------------------------------------------------
+
+    def _process(self, trigger: BlobTrigger, blob_name: str, etag: str, name: str) -> bool:
+        """Lease the receipt and run the function once; False when the blob was not run here."""
+        try:
+            return self._run_leased(trigger, blob_name, etag, name)
+        except Exception:
+            log.exception("blob %s/%s could not be processed", trigger.container, blob_name)
+            return False
+
+    def _take(self, receipt: Any) -> str | None:
+        """Create the receipt if absent, then lease it; None when another instance holds it."""
+        from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+
+        try:
+            receipt.upload_blob(b"", overwrite=False, metadata={_INCOMPLETE: _INCOMPLETE})  # If-None-Match: *
+        except ResourceExistsError:
+            pass  # made by an earlier scan or another instance: the lease decides who runs it
+        except HttpResponseError as exc:
+            if _error_code(exc) not in ("LeaseIdMissing", "ConditionNotMet"):
+                raise
+        try:
+            return str(receipt.acquire_lease(lease_duration=int(self._lease_seconds)).id)
+        except ResourceNotFoundError:
+            return None  # the receipt was deleted meanwhile
+        except HttpResponseError as exc:
+            if _error_code(exc) == "LeaseAlreadyPresent":
+                return None
+            raise
+
+    def _write(self, receipt: Any, lease_id: str, metadata: dict[str, str]) -> bool:
+        """Replace the receipt's metadata under our lease; False when the lease was lost meanwhile."""
+        try:
+            receipt.set_blob_metadata(metadata, lease=lease_id)
+            return True
+        except Exception as exc:
+            if not _lease_lost(exc):
+                raise
+            log.warning(
+                "lost the lease on receipt %s (%s): another instance may run the blob again",
+                receipt.blob_name,
+                _error_code(exc) or exc,
+            )
+            return False
+
+    def _run_leased(self, trigger: BlobTrigger, blob_name: str, etag: str, name: str) -> bool:
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+        from azure.functions.blob import InputStream
+        from azure.storage.blob import BlobLeaseClient
+
+        service = self._clients[trigger.connection]
+        receipt = service.get_blob_client(RECEIPTS_CONTAINER, name)
+        lease_id = self._take(receipt)
+        if lease_id is None:
+            return False
+        lease = BlobLeaseClient(receipt, lease_id=lease_id)
+        self._renewer.keep(lease, self._lease_seconds)
+        try:
+            metadata = {k.lower(): v for k, v in receipt.get_blob_properties().metadata.items()}
+            if _INCOMPLETE.lower() not in metadata:
+                return False  # completed by another instance since the scan
+            where = f"{trigger.container}/{blob_name}"
+            threshold = self.options.poison_blob_threshold
+            attempts = int(metadata.get("attempts") or 0)
+            if attempts >= threshold:  # every attempt was started and none finished (the process died)
+                self._write(receipt, lease_id, {"status": "poison", "attempts": str(attempts)})
+                log.error("blob %s was started %d times: recorded as poison, not retried", where, attempts)
+                return False
+            attempts += 1  # counted before the run, as a queue message's dequeue count is
+            started = {_INCOMPLETE: _INCOMPLETE, "attempts": str(attempts), "instance": self.instance_id}
+            if not self._write(receipt, lease_id, started):
+                return False
+            source = service.get_blob_client(trigger.container, blob_name)
+            try:
+                data = source.download_blob(etag=etag, match_condition=MatchConditions.IfNotModified).readall()
+            except (ResourceModifiedError, ResourceNotFoundError):
+                # Changed or deleted since the scan: the new version has a receipt of its own, and the
+                # host drops a trigger whose blob's ETag no longer matches.
+                self._write(receipt, lease_id, {"status": "superseded", "attempts": str(attempts)})
+                return False
+            stream = InputStream(data=data, name=where, uri=source.url, length=len(data))
+            reason = f"New blob detected(LogsAndContainerScan): {where}"
+            ok, _ = invoke(trigger.name, reason, lambda: trigger.handler(**{trigger.arg: stream}))
+            done = {"attempts": str(attempts), "instance": self.instance_id}
+            if ok:
+                self._write(receipt, lease_id, {"status": "succeeded", **done})
+            elif attempts >= threshold:
+                if self._write(receipt, lease_id, {"status": "poison", **done}):
+                    log.error("blob %s failed %d times: recorded as poison, not retried", where, attempts)
+            return True
+        finally:
+            self._renewer.drop(lease_id)
+            try:
+                lease.release()
+            except Exception as exc:
+                if not _lease_lost(exc):
+                    log.warning("could not release the lease on %s: %s", name, exc)
 
     def run(self, stop: threading.Event) -> None:
-        while not stop.is_set():
+        try:
+            while not stop.is_set():
+                try:
+                    self.scan_once(wait=False)
+                except Exception as exc:  # storage unreachable: keep polling, as the host does
+                    log.warning("blob polling failed: %s", exc)
+                stop.wait(self._poll_seconds)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Let running invocations finish (blobs not yet started are left for the next scan)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._renewer.close()
+        if not self._closed:
+            self._closed = True
+            for client in self._clients.values():
+                client.close()
+
+
+class ListenerLock:
+    """The host's singleton listener lock, as it takes for each timer trigger.
+
+    A lease on ``azure-webjobs-hosts/locks/<hostId>/Host.Functions.<fn>.Listener`` (the blob is made
+    if absent), held for ``ListenerLockPeriod`` (60 s) and renewed half-way; only the holder runs the
+    function's listener, so a timer fires on one instance however many share the storage.
+    """
+
+    def __init__(self, service: Any, host_id: str, function: str, *, period: float = LISTENER_LOCK_SECONDS) -> None:
+        if not 15 <= period <= 60:
+            raise ValueError("a blob lease lasts 15 to 60 seconds")
+        self._container = service.get_container_client(RECEIPTS_CONTAINER)
+        self.blob = self._container.get_blob_client(f"locks/{host_id}/Host.Functions.{function}.Listener")
+        self.period = period
+        self._lease: Any = None
+        self._lost = threading.Event()
+
+    @property
+    def held(self) -> bool:
+        return self._lease is not None and not self._lost.is_set()
+
+    def try_acquire(self, renewer: LeaseRenewer) -> bool:
+        from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+
+        if self.held:
+            return True
+        for _ in range(2):
             try:
-                self.scan_once()
-            except Exception as exc:  # storage unreachable: keep polling, as the host does
-                log.warning("blob polling failed: %s", exc)
-            stop.wait(self._poll_seconds)
+                self.blob.upload_blob(b"", overwrite=False)
+                break
+            except ResourceExistsError:
+                break
+            except ResourceNotFoundError:  # no azure-webjobs-hosts container yet
+                _ensure_container(self._container)
+            except HttpResponseError as exc:
+                if _error_code(exc) != "LeaseIdMissing":
+                    raise
+                break
+        try:
+            lease = self.blob.acquire_lease(lease_duration=int(self.period))
+        except HttpResponseError as exc:
+            if _error_code(exc) == "LeaseAlreadyPresent":
+                return False
+            raise
+        self._lost.clear()
+        self._lease = lease
+        renewer.keep(lease, self.period, on_lost=self._lost.set)
+        return True
+
+    def release(self, renewer: LeaseRenewer) -> None:
+        lease, self._lease = self._lease, None
+        if lease is None:
+            return
+        renewer.drop(lease.id)
+        if self._lost.is_set():
+            return
+        try:
+            lease.release()
+        except Exception as exc:
+            if not _lease_lost(exc):
+                log.warning("could not release %s: %s", self.blob.blob_name, exc)
 
 
 _TIMESPAN = re.compile(r"^\s*(-)?(?:(\d+)|(?:(\d+)\.)?(\d+):(\d+)(?::(\d+)(?:\.(\d{1,7}))?)?)\s*$")
@@ -587,7 +992,7 @@ class QueuePoller:
             def call() -> Any:
                 inserted = message.inserted_on.isoformat(timespec="milliseconds") if message.inserted_on else ""
                 print(
-                    f"[{_stamp()}] Trigger Details: MessageId: {message.id}, "
+                    f"[{_stamp()}] {_label['instance']}Trigger Details: MessageId: {message.id}, "
                     f"DequeueCount: {message.dequeue_count}, InsertedOn: {inserted}",
                     flush=True,
                 )
@@ -671,8 +1076,25 @@ class QueuePoller:
 
 
 class TimerRunner:
-    def __init__(self, timers: list[Timer]) -> None:
+    """Runs timer-triggered functions on their NCRONTAB schedules.
+
+    With ``locks`` (a :class:`ListenerLock` per timer) each timer runs as the host runs it, as a
+    singleton: only on the instance holding its listener lock. An instance that cannot take a lock
+    tries again every ``recovery_seconds`` (the host's ListenerLockRecoveryPollingInterval), and one
+    that loses it stops that timer; ``run_on_startup`` fires when a lock is taken.
+    """
+
+    def __init__(
+        self,
+        timers: list[Timer],
+        locks: dict[str, ListenerLock] | None = None,
+        *,
+        recovery_seconds: float = LISTENER_LOCK_RECOVERY_SECONDS,
+    ) -> None:
         self._timers = timers
+        self._locks = locks or {}
+        self._recovery = recovery_seconds
+        self._renewer = LeaseRenewer("timer-locks")
 
     def fire(self, timer: Timer, reason: str) -> None:
         from azure.functions.timer import TimerRequest
@@ -684,18 +1106,57 @@ class TimerRunner:
         )
         invoke(timer.name, reason, lambda: timer.handler(**{timer.arg: request}))
 
+    def _acquire(self, timer: Timer, retry_at: dict[str, float]) -> bool:
+        lock = self._locks.get(timer.name)
+        if lock is None:
+            return True
+        if time.monotonic() < retry_at.get(timer.name, 0.0):
+            return False
+        try:
+            if lock.try_acquire(self._renewer):
+                log.info("took the singleton lock %s: %s runs on this instance", lock.blob.blob_name, timer.name)
+                return True
+        except Exception as exc:
+            log.warning("could not take the singleton lock for %s: %s", timer.name, exc)
+        if timer.name not in retry_at:
+            log.info(
+                "%s runs on another instance (its singleton lock is held); retrying every %.0f s",
+                timer.name,
+                self._recovery,
+            )
+        retry_at[timer.name] = time.monotonic() + self._recovery
+        return False
+
     def run(self, stop: threading.Event) -> None:
-        for timer in self._timers:
-            if timer.run_on_startup:
-                self.fire(timer, "This function was programmatically called via the host APIs.")
-        due = {t.name: t.schedule.next_after(datetime.now(UTC)) for t in self._timers}
-        while not stop.is_set():
-            now = datetime.now(UTC)
-            for timer in self._timers:
-                if now >= due[timer.name]:
-                    self.fire(timer, f"Timer fired at {now.isoformat()}")
-                    due[timer.name] = timer.schedule.next_after(now)
-            stop.wait(0.2)
+        due: dict[str, datetime] = {}  # the timers whose listener runs on this instance
+        retry_at: dict[str, float] = {}
+        try:
+            while not stop.is_set():
+                for timer in self._timers:
+                    if stop.is_set():
+                        break
+                    if timer.name not in due:
+                        if not self._acquire(timer, retry_at):
+                            continue
+                        due[timer.name] = timer.schedule.next_after(datetime.now(UTC))
+                        if timer.run_on_startup:
+                            self.fire(timer, "This function was programmatically called via the host APIs.")
+                        continue
+                    lock = self._locks.get(timer.name)
+                    if lock is not None and not lock.held:
+                        log.warning("lost the singleton lock for %s: it stops on this instance", timer.name)
+                        del due[timer.name]
+                        retry_at[timer.name] = time.monotonic() + self._recovery
+                        continue
+                    now = datetime.now(UTC)
+                    if now >= due[timer.name]:
+                        self.fire(timer, f"Timer fired at {now.isoformat()}")
+                        due[timer.name] = timer.schedule.next_after(now)
+                stop.wait(0.2)
+        finally:
+            for lock in self._locks.values():
+                lock.release(self._renewer)
+            self._renewer.close()
 
 
 def make_http_server(routes: list[HttpRoute], port: int, prefix: str, function_key: str | None) -> ThreadingHTTPServer:
@@ -774,6 +1235,36 @@ def _host_json() -> dict[str, Any]:
     return json.loads((ROOT / "host.json").read_text())
 
 
+def _watch_parent(parent: int, stop: threading.Event) -> None:
+    """An extra instance stops when the process that started it is gone."""
+    while not stop.wait(1.0):
+        if os.getppid() != parent:
+            log.warning("the first instance is gone: stopping")
+            stop.set()
+
+
+def _start_instances(count: int, args: argparse.Namespace) -> list[subprocess.Popen[bytes]]:
+    extra = []
+    for number in range(1, count):
+        command = [sys.executable, "-m", "devhost", "--instance", str(number), "--poll-seconds", str(args.poll_seconds)]
+        if args.settings:
+            command += ["--settings", str(args.settings)]
+        extra.append(subprocess.Popen(command, cwd=ROOT))
+    return extra
+
+
+def _stop_instances(extra: list[subprocess.Popen[bytes]]) -> None:
+    for process in extra:
+        if process.poll() is None:
+            process.terminate()
+    for process in extra:
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m devhost", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -781,10 +1272,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=7071)
     parser.add_argument("--settings", type=Path, default=None, help="local.settings.json (default: the project's)")
     parser.add_argument("--poll-seconds", type=float, default=2.0)
+    parser.add_argument(
+        "--instances",
+        type=int,
+        default=1,
+        help="host instances on the same storage, as when the app scales out (default 1); "
+        "instance 0 serves HTTP, every instance runs the blob, queue and timer triggers",
+    )
+    parser.add_argument("--instance", type=int, default=0, help=argparse.SUPPRESS)  # set on the extra instances
     args = parser.parse_args(argv)
+    if args.instances < 1:
+        parser.error("--instances must be at least 1")
+    worker = args.instance > 0
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s")
     for noisy in ("azure", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if worker or args.instances > 1:
+        _label["instance"] = f"[instance {args.instance}] "
+        logging.getLogger().handlers[0].setFormatter(
+            logging.Formatter(f"[%(asctime)s] [instance {args.instance}] %(message)s")
+        )
 
     load_local_settings(args.settings)
     import function_app  # after the settings: the app reads them when indexed
@@ -793,50 +1300,74 @@ def main(argv: list[str] | None = None) -> int:
     blobs, routes, timers, queues = indexed.blobs, indexed.routes, indexed.timers, indexed.queues
     host = _host_json()
     prefix = host.get("extensions", {}).get("http", {}).get("routePrefix", "api")
-    max_attempts = int(host.get("extensions", {}).get("blobs", {}).get("poisonBlobThreshold", 5))
     function_key = os.environ.get("LOCAL_FUNCTION_KEY")
+    host_id = os.environ.get("AzureFunctionsWebHost__hostid", "local-egress-host")
+    instance_id = _instance_id()
+    blob_options = BlobOptions.from_host_json(host)
+    locks: dict[str, ListenerLock] = {}
+    if timers:
+        lock_service = _blob_service("AzureWebJobsStorage", 4)
+        locks = {t.name: ListenerLock(lock_service, host_id, t.name) for t in timers}
 
-    server = make_http_server(routes, args.port, prefix, function_key)
     stop = threading.Event()
-    threads = [
-        threading.Thread(target=server.serve_forever, name="http", daemon=True),
+    server = None if worker else make_http_server(routes, args.port, prefix, function_key)
+    runners = [
         threading.Thread(
-            target=BlobPoller(
-                blobs,
-                os.environ.get("AzureFunctionsWebHost__hostid", "local-egress-host"),
-                max_attempts,
-                args.poll_seconds,
-            ).run,
+            target=BlobPoller(blobs, host_id, blob_options, args.poll_seconds, instance_id=instance_id).run,
             args=(stop,),
             name="blobs",
             daemon=True,
         ),
-        threading.Thread(target=TimerRunner(timers).run, args=(stop,), name="timers", daemon=True),
+        threading.Thread(target=TimerRunner(timers, locks).run, args=(stop,), name="timers", daemon=True),
         threading.Thread(
             target=QueuePoller(queues, QueueOptions.from_host_json(host)).run, args=(stop,), name="queues", daemon=True
         ),
     ]
-    print("\nFunctions:\n", flush=True)
-    for r in routes:
-        methods = ",".join(sorted(r.methods))
-        print(f"        {r.name}: [{methods}] http://127.0.0.1:{args.port}/{prefix}/{r.template} ({r.auth_level})")
-    for b in blobs:
-        print(f"        {b.name}: blobTrigger {b.template} on {b.connection}")
-    for t in timers:
-        print(f"        {t.name}: timerTrigger")
-    for q in queues:
-        print(f"        {q.name}: queueTrigger {q.queue} on {q.connection}")
-    print("\nHost started. Press Ctrl+C to stop.\n", flush=True)
+    if worker:
+        print(f"\nInstance {args.instance} ({instance_id}) started: blob, queue and timer triggers.\n", flush=True)
+    else:
+        print("\nFunctions:\n", flush=True)
+        for r in routes:
+            methods = ",".join(sorted(r.methods))
+            print(f"        {r.name}: [{methods}] http://127.0.0.1:{args.port}/{prefix}/{r.template} ({r.auth_level})")
+        for b in blobs:
+            print(f"        {b.name}: blobTrigger {b.template} on {b.connection}")
+        for t in timers:
+            print(f"        {t.name}: timerTrigger")
+        for q in queues:
+            print(f"        {q.name}: queueTrigger {q.queue} on {q.connection}")
+        print(
+            f"\nBlob triggers run up to {blob_options.max_degree_of_parallelism} at once (maxDegreeOfParallelism)"
+            + (f"; {args.instances} instances share the storage" if args.instances > 1 else "")
+            + ".",
+            flush=True,
+        )
+        print("\nHost started. Press Ctrl+C to stop.\n", flush=True)
 
     def shutdown(*_: object) -> None:
         stop.set()
 
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
-    for thread in threads:
+    if server is not None:
+        threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
+    for thread in runners:
         thread.start()
-    stop.wait()
-    server.shutdown()
-    server.server_close()
-    print("Host stopped.", flush=True)
+    if worker:
+        threading.Thread(target=_watch_parent, args=(os.getppid(), stop), name="parent", daemon=True).start()
+    extra = [] if worker else _start_instances(args.instances, args)
+    reported: set[int] = set()
+    while not stop.wait(1.0):
+        for number, process in enumerate(extra, start=1):
+            if process.poll() is not None and number not in reported:
+                reported.add(number)
+                log.warning("instance %d stopped (exit code %s); the others go on", number, process.returncode)
+    if server is not None:
+        server.shutdown()
+        server.server_close()
+    _stop_instances(extra)
+    deadline = time.monotonic() + 10  # running invocations finish; then the process ends anyway
+    for thread in runners:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    print(f"{_label['instance']}Host stopped.", flush=True)
     return 0

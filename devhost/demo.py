@@ -15,6 +15,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import shutil
 import subprocess
 import sys
@@ -29,8 +30,9 @@ from devhost.settings_file import ROOT
 from devhost.stack import function_key
 
 SAMPLE = ROOT / "samples" / "wp-demo"
-API = "http://127.0.0.1:7071"
-MAIL = "http://127.0.0.1:1080"
+# Where `make run` serves them (the environment may point elsewhere, as the tests do).
+API = os.environ.get("EGRESS_DEMO_API", "http://127.0.0.1:7071")
+MAIL = os.environ.get("EGRESS_DEMO_MAIL", "http://127.0.0.1:1080")
 RECIPIENT = "ada@provider.example"
 
 
@@ -43,12 +45,16 @@ def step(text: str) -> None:
 
 
 def egress(*args: str, key: str | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the CLI as a user would; the function key goes by environment, never on the screen."""
+    """Run the CLI as a user would; the function key goes by environment, never on the screen.
+
+    The command is echoed quoted, so it can be pasted into a shell; no progress bars (the output is
+    captured and printed after each command, where a bar would only leave its label behind).
+    """
     settings = ROOT / (
         "local.settings.json" if (ROOT / "local.settings.json").exists() else "local.settings.example.json"
     )
-    command = [str(Path(sys.executable).with_name("egress")), "--settings", str(settings), *args]
-    print("$ egress " + " ".join(args), flush=True)
+    command = [str(Path(sys.executable).with_name("egress")), "--settings", str(settings), "--no-progress", *args]
+    print("$ " + shlex.join(["egress", *args]), flush=True)
     env = {**os.environ, **({"EGRESS_FUNCTION_KEY": key} if key else {})}
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     if result.stdout:
@@ -199,6 +205,9 @@ def main() -> int:
         play()
     except DemoFailed as exc:
         print(f"\nFAIL: {exc}", flush=True)
+        return 1
+    except (OSError, subprocess.TimeoutExpired) as exc:  # the stack went away mid-way (URLError is an OSError)
+        print(f"\nFAIL: the local stack stopped answering ({exc}); is `make run` still running?", flush=True)
         return 1
     print(
         "\nPASS: staged, signed off by each classifier, emailed, downloaded and verified, upload refused, "

@@ -11,7 +11,7 @@ from typing import ClassVar
 import pytest
 from click.testing import CliRunner
 
-from cli.main import main
+from egress_cli.main import main
 
 
 class SignedInOnly(BaseHTTPRequestHandler):
@@ -65,3 +65,44 @@ def test_without_a_token_the_refusal_is_a_clear_message(app_url: str) -> None:
     result = CliRunner().invoke(main, ["--api", app_url, "--key", "k", "status", "wp-x"], catch_exceptions=False)
     assert result.exit_code != 0
     assert "HTTP 401" in result.output and "Traceback" not in result.output
+
+
+class KeyedOnly(BaseHTTPRequestHandler):
+    """Answers like the local host and Azure Functions: 401 for a missing and for a wrong key alike."""
+
+    def do_GET(self) -> None:
+        if self.headers.get("x-functions-key") != "right-key":
+            self.send_response(401)
+            self.end_headers()
+            return
+        body = json.dumps({"package_id": "wp-x", "status": "granted", "grants": [], "files": []}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def keyed_url() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), KeyedOnly)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_wrong_key_and_a_missing_key_get_different_messages(keyed_url: str) -> None:
+    runner = CliRunner()
+    wrong = runner.invoke(main, ["--api", keyed_url, "--key", "wrong-key", "status", "wp-x"], catch_exceptions=False)
+    assert wrong.exit_code == 5 and "the function key was refused" in wrong.output and "HTTP 401" in wrong.output
+    assert "wrong-key" not in wrong.output
+    missing = runner.invoke(main, ["--api", keyed_url, "status", "wp-x"], env={"EGRESS_FUNCTION_KEY": ""})
+    assert missing.exit_code == 5
+    assert "no function key given: --key or EGRESS_FUNCTION_KEY" in missing.output
+    right = runner.invoke(
+        main, ["--json", "--api", keyed_url, "--key", "right-key", "status", "wp-x"], catch_exceptions=False
+    )
+    assert right.exit_code == 0, right.output

@@ -4,54 +4,19 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from cli.main import main
+from egress_cli.main import main
 from shared.bootstrap import Services
+from tests.cli.support import make_manifest
 from tests.support import flow
 from tests.support.packages import new_package_id
 from tests.support.servers import SmtpSink, body_text
-from tests.support.settings_file import write_local_settings
 
 pytestmark = pytest.mark.integration
-
-SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "wp-demo"
-
-
-@pytest.fixture
-def outputs(tmp_path: Path) -> Path:
-    return Path(shutil.copytree(SAMPLE / "outputs", tmp_path / "outputs"))
-
-
-@pytest.fixture
-def egress(services: Services, tmp_path: Path):
-    settings_file = write_local_settings(services.settings, tmp_path / "local.settings.json")
-    runner = CliRunner()
-
-    def run(*args: str):
-        return runner.invoke(main, ["--settings", str(settings_file), *args], catch_exceptions=False)
-
-    return run
-
-
-def make_manifest(egress, outputs: Path, package_id: str, *extra: str):
-    return egress(
-        "manifest",
-        str(outputs),
-        "--package-id",
-        package_id,
-        "--title",
-        "Cohort tables",
-        "--tier",
-        "2",
-        "--team",
-        str(SAMPLE / "team.json"),
-        *extra,
-    )
 
 
 def test_manifest_stage_status_revoke_audit_download(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.servers import ROOT
+from tests.support.servers import ROOT, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -40,6 +42,16 @@ def test_the_demo_passes_on_the_one_command_stack(tmp_path: Path) -> None:
         assert demo.stdout.rstrip().splitlines()[-1].startswith("PASS:")
         assert "Chain verified: intact." in demo.stdout
         assert (tmp_path / "local" / "function-key").read_text() not in demo.stdout + demo.stderr
+        # No leftovers of progress bars, and every echoed command pastes back into a shell as it ran.
+        lines = (demo.stdout + demo.stderr).splitlines()
+        for label in ("Hashing", "Checking", "Uploading", "Downloading"):
+            assert not [line for line in lines if line.lstrip().startswith(label)], f"a {label} bar was printed"
+        echoed = [line[2:] for line in demo.stdout.splitlines() if line.startswith("$ egress ")]
+        assert len(echoed) >= 7
+        assert "--title 'Regression results for the cohort paper'" in echoed[0]
+        (download,) = [shlex.split(line) for line in echoed if line.startswith("egress download ")]
+        link = re.search(r"Link for \S+: (http\S+)", demo.stdout).group(1)
+        assert download[2] == link and "&" in link, "the link is echoed quoted, whole"
     finally:
         stack.send_signal(signal.SIGINT)
         try:
@@ -47,3 +59,16 @@ def test_the_demo_passes_on_the_one_command_stack(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             stack.kill()
             stack.wait()
+
+
+def test_the_demo_without_the_stack_fails_with_a_message(tmp_path: Path) -> None:
+    """`make demo` before `make run`: a FAIL line that says to start the stack, no traceback."""
+    nothing = f"http://127.0.0.1:{free_port()}"
+    env = {**os.environ, "EGRESS_LOCAL_DIR": str(tmp_path), "EGRESS_DEMO_API": nothing, "EGRESS_DEMO_MAIL": nothing}
+    demo = subprocess.run(
+        [sys.executable, "-m", "devhost.demo"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert demo.returncode == 1
+    last = demo.stdout.rstrip().splitlines()[-1]
+    assert last.startswith("FAIL: ") and "make run" in last
+    assert "Traceback" not in demo.stdout + demo.stderr

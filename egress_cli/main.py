@@ -9,15 +9,16 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable
+import urllib.parse
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from cli import folder
-from cli.backend import ApiBackend, Backend, DirectBackend, audit_problems
+from egress_cli import folder
+from egress_cli.backend import ApiBackend, Backend, DirectBackend, audit_problems
 from shared.errors import Conflict, EgressError, InvalidRequest, NotFound
 from shared.settings import Settings
 
@@ -26,13 +27,21 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 class Context:
     def __init__(
-        self, as_json: bool, settings_file: Path | None, api: str | None, key: str | None, token: str | None = None
+        self,
+        as_json: bool,
+        settings_file: Path | None,
+        api: str | None,
+        key: str | None,
+        token: str | None = None,
+        progress: bool = True,
     ) -> None:
         self.as_json = as_json
         self._settings_file = settings_file
         self.api = api
         self.key = key
         self.token = token
+        # Bars only for a person watching a terminal: never in --json, --no-progress or a pipe.
+        self.progress = progress and not as_json and sys.stderr.isatty()
 
     def settings(self) -> Settings:
         path = self._settings_file or (Path("local.settings.json") if Path("local.settings.json").exists() else None)
@@ -53,17 +62,40 @@ class Context:
         else:
             human(data)
 
+    def refuse_api(self, command: str, why: str) -> None:
+        """Commands with no API route say so, rather than quietly using storage instead."""
+        if self.api:
+            raise InvalidRequest(
+                f"`egress {command}` has no HTTP API route ({why}); drop --api (or unset EGRESS_API) and give "
+                "--settings for the storage account"
+            )
+
 
 _ALIASES = {f.alias for f in Settings.model_fields.values() if f.alias}
 
 
 @contextmanager
-def _bar(total: int, label: str, quiet: bool):  # type: ignore[no-untyped-def]
-    if quiet:
+def _bar(total: int, label: str, obj: Context) -> Iterator[Callable[[int], None]]:
+    if not obj.progress:
         yield lambda n: None
         return
     with click.progressbar(length=total, label=label, file=sys.stderr, show_pos=False, show_percent=True) as bar:
         yield bar.update
+
+
+def _n(count: int, noun: str) -> str:
+    """``1 file``, ``2 files``, ``1,000 files``."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
+def _text(value: Any, missing: str = "-") -> str:
+    return missing if value is None or value == "" else str(value)
+
+
+def _table(headers: tuple[str, ...], rows: list[tuple[str, ...]], indent: str = "") -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    for row in (headers, *rows):
+        click.echo((indent + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))).rstrip())
 
 
 class EgressGroup(click.Group):
@@ -99,12 +131,23 @@ class EgressGroup(click.Group):
     envvar="EGRESS_API_TOKEN",
     help="Entra ID access token for --api in Azure (or EGRESS_API_TOKEN); see the README, Deploy.",
 )
+@click.option(
+    "--no-progress",
+    is_flag=True,
+    help="No progress bars (they are drawn only when stderr is a terminal anyway).",
+)
 @click.pass_context
 def main(
-    ctx: click.Context, as_json: bool, settings_file: Path | None, api: str | None, key: str | None, token: str | None
+    ctx: click.Context,
+    as_json: bool,
+    settings_file: Path | None,
+    api: str | None,
+    key: str | None,
+    token: str | None,
+    no_progress: bool,
 ) -> None:
     """Data Safe Haven egress: stage classified outputs, manage their download links."""
-    ctx.obj = Context(as_json, settings_file, api, key, token)
+    ctx.obj = Context(as_json, settings_file, api, key, token, progress=not no_progress)
 
 
 def _team(
@@ -185,7 +228,7 @@ def manifest(
         "expires_in_hours": expires_in_hours,
     }
     files = folder.output_files(directory)
-    with _bar(sum(p.stat().st_size for p in files), "Hashing", obj.as_json) as progress:
+    with _bar(sum(p.stat().st_size for p in files), "Hashing", obj) as progress:
         data = folder.build_manifest(directory, details, progress)
     raw = json.dumps(data, indent=2).encode()
     _, reasons = folder.check_manifest(raw, obj.settings().policy())
@@ -201,7 +244,7 @@ def manifest(
     obj.emit(
         summary,
         lambda s: click.echo(
-            f"Wrote {s['manifest']}: {s['files']} files, {s['bytes']:,} bytes; it passes the policy checks."
+            f"Wrote {s['manifest']}: {_n(s['files'], 'file')}, {_n(s['bytes'], 'byte')}; it passes the policy checks."
         ),
     )
 
@@ -210,9 +253,11 @@ def manifest(
 @click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
 @click.pass_obj
 def stage(obj: Context, directory: Path) -> None:
-    """Upload DIRECTORY's files, then its manifest last, to the staging container."""
+    """Check DIRECTORY's files against its manifest, upload them, then the manifest last, to the staging container."""
+    from egress_cli.reach import ensure_reachable
     from shared.bootstrap import build_staging_store
 
+    obj.refuse_api("stage", "staging writes to the staging container from inside the Safe Haven")
     raw, _ = folder.read_manifest(directory)
     settings = obj.settings()
     manifest, reasons = folder.check_manifest(raw, settings.policy())
@@ -225,15 +270,27 @@ def stage(obj: Context, directory: Path) -> None:
         raise InvalidRequest(
             f"the folder and its manifest differ (missing: {missing}, not listed: {extra}); run `egress manifest` again"
         )
-    store = build_staging_store(settings)
+    with _bar(manifest.total_bytes, "Checking", obj) as progress:
+        changed = folder.changed_since_manifest(
+            directory, [(f.path, f.size, f.sha256) for f in manifest.files], progress
+        )
+    if changed:
+        raise InvalidRequest(
+            "these files changed after the manifest was made, so the service would reject the package; "
+            "run `egress manifest` again:\n  - " + "\n  - ".join(changed)
+        )
+    store = build_staging_store(settings, interactive=True)
+    ensure_reachable(store.endpoint)
     store.ensure_container(settings.staging_container)
-    with _bar(manifest.total_bytes, "Uploading", obj.as_json) as progress:
+    with _bar(manifest.total_bytes, "Uploading", obj) as progress:
         for entry in manifest.files:
-            store.write(
-                settings.staging_container,
-                f"{manifest.package_id}/files/{entry.path}",
-                folder.chunks_of(directory / entry.path, progress),
-            )
+            chunks = folder.HashingChunks(directory / entry.path, progress)
+            store.write(settings.staging_container, f"{manifest.package_id}/files/{entry.path}", chunks)
+            if chunks.size != entry.size or chunks.sha.hexdigest() != entry.sha256:
+                raise InvalidRequest(
+                    f"{entry.path} changed while it was being uploaded; the manifest was not uploaded, so nothing "
+                    "is processed: run `egress manifest` and `egress stage` again"
+                )
     store.write(settings.staging_container, f"{manifest.package_id}/manifest.json", raw)
     result = {
         "package_id": manifest.package_id,
@@ -244,17 +301,35 @@ def stage(obj: Context, directory: Path) -> None:
     obj.emit(
         result,
         lambda r: click.echo(
-            f"Staged {r['files']} files ({r['bytes']:,} bytes) and the manifest of {r['package_id']} "
+            f"Staged {_n(r['files'], 'file')} ({_n(r['bytes'], 'byte')}) and the manifest of {r['package_id']} "
             f"in {r['container']}."
         ),
     )
 
 
+_WAITING = ("processing", "awaiting_signoff")
+_GRANT_HEADERS = ("GRANT", "STATUS", "PACKAGE", "RECIPIENT", "EXPIRES", "FROM")
+
+
+def _status_word(s: dict[str, Any]) -> str:
+    """The package's status, and, once every link of a granted package has ended, that they have."""
+    word = str(s["status"]).upper()
+    grants = s.get("grants") or []
+    if s["status"] == "granted" and grants and all(g["status"] != "active" for g in grants):
+        ended = {g["status"] for g in grants}
+        word += f" (every link {ended.pop() if len(ended) == 1 else 'revoked or expired'})"
+    return word
+
+
 def _print_status(s: dict[str, Any]) -> None:
-    tier = f"tier {s['tier']}" if s.get("tier") is not None else "tier not yet known"
-    files = f"{s['file_count']} file{'' if s['file_count'] == 1 else 's'}"
-    click.echo(f"{s['package_id']}  {s['status'].upper()}  {tier}  {s['method']}  {files}, {s['bytes']:,} bytes")
-    click.echo(f"  {s['title']}")
+    if s.get("tier") is not None:
+        tier = f"tier {s['tier']}"
+    else:
+        tier = "tier not yet known" if s["status"] in _WAITING else "no tier"
+    method = _text(s.get("method"), "method unknown")
+    size = f"{_n(s['file_count'], 'file')}, {_n(s['bytes'], 'byte')}"
+    click.echo(f"{s['package_id']}  {_status_word(s)}  {tier}  {method}  {size}")
+    click.echo(f"  {_text(s.get('title'), '(no title)')}")
     for reason in s["rejection_reasons"]:
         click.echo(f"  rejected: {reason}")
     if s.get("signoffs"):
@@ -264,23 +339,33 @@ def _print_status(s: dict[str, Any]) -> None:
         tier_text = f" tier {so['tier']}" if so.get("tier") is not None else ""
         comment = f'  "{so["comment"]}"' if so.get("comment") else ""
         click.echo(f"    {so['role']:<29} {so['name']} <{so['email']}>  {so['status']}{tier_text}{when}{comment}")
-    for g in s["grants"]:
-        _print_grant(g, indent="  ")
+    if s.get("key_released_at"):
+        click.echo(f"  key released {s['key_released_at']} by {_text(s.get('key_released_by'))}")
+    if s["grants"]:
+        click.echo("  links:")
+        _print_grants(s["grants"], indent="    ")
 
 
-def _print_grant(g: dict[str, Any], indent: str = "") -> None:
-    who = f"{g['recipient']['name']} <{g['recipient']['email']}>"
-    click.echo(
-        f"{indent}{g['grant_id']}  {g['status']:<8} {g['package_id']}  {who}  "
-        f"expires {g['expires_at']}  from {', '.join(g['ip_ranges'])}"
+def _grant_row(g: dict[str, Any]) -> tuple[str, ...]:
+    return (
+        g["grant_id"],
+        g["status"],
+        g["package_id"],
+        f"{g['recipient']['name']} <{g['recipient']['email']}>",
+        g["expires_at"],
+        ", ".join(g["ip_ranges"]),
     )
+
+
+def _print_grants(found: list[dict[str, Any]], indent: str = "") -> None:
+    _table(_GRANT_HEADERS, [_grant_row(g) for g in found], indent)
 
 
 @main.command()
 @click.argument("package_id")
 @click.pass_obj
 def status(obj: Context, package_id: str) -> None:
-    """Show a package: status, files, grants, rejection reasons."""
+    """Show a package: status, files, sign-offs, links, rejection reasons."""
     obj.emit(obj.backend().status(package_id), _print_status)
 
 
@@ -296,7 +381,25 @@ def resend_signoff(obj: Context, package_id: str) -> None:
             click.echo(f"Nobody is still to decide on {r['package_id']}; nothing was sent.")
         for person in r["resent_to"]:
             click.echo(f"Sent a new link to {person['name']} <{person['email']}> ({person['role']})")
-        click.echo(f"The new links work until {r['links_expire_at']}.")
+        if r.get("links_expire_at"):
+            click.echo(f"The new links work until {r['links_expire_at']}.")
+
+    obj.emit(result, human)
+
+
+@main.command("key-release")
+@click.argument("package_id")
+@click.pass_obj
+def key_release(obj: Context, package_id: str) -> None:
+    """Email the decryption key of a delivered sftp or physical package to its recipients (once they have it)."""
+    result = obj.backend().key_release(package_id)
+
+    def human(r: dict[str, Any]) -> None:
+        click.echo(
+            f"Released the key of {r['package_id']}: {_n(len(r['recipients']), 'recipient')} "
+            f"({', '.join(r['recipients'])}) each get it in an email of its own."
+        )
+        click.echo(f"Recorded at {r['key_released_at']} by {_text(r.get('key_released_by'))}.")
 
     obj.emit(result, human)
 
@@ -306,9 +409,14 @@ def resend_signoff(obj: Context, package_id: str) -> None:
 @click.option("--package", "package_id", default=None)
 @click.pass_obj
 def grants(obj: Context, active: bool, package_id: str | None) -> None:
-    """List grants."""
+    """List grants (one per recipient of a package; each with its links)."""
     found = obj.backend().grants("active" if active else None, package_id)
-    obj.emit(found, lambda gs: [_print_grant(g) for g in gs] if gs else click.echo("No grants."))
+    obj.emit(found, lambda gs: _print_grants(gs) if gs else click.echo("No grants."))
+
+
+def _print_revoked(g: dict[str, Any]) -> None:
+    click.echo(f"Revoked (reason: {_text(g.get('revoke_reason'), 'none given')}):")
+    _print_grants([g], indent="  ")
 
 
 @main.command()
@@ -322,17 +430,19 @@ def revoke(obj: Context, grant_id: str | None, package_id: str | None, reason: s
         raise InvalidRequest("give a GRANT_ID or --package PACKAGE_ID (one of them)")
     backend = obj.backend()
     if grant_id:
-        obj.emit(backend.revoke_grant(grant_id, reason), lambda g: (click.echo("Revoked:"), _print_grant(g)))
-    else:
-        assert package_id
-        result = backend.revoke_package(package_id, reason)
-        obj.emit(
-            result,
-            lambda r: (
-                click.echo(f"Every grant of {r['package_id']} is now ended:"),
-                [_print_grant(g) for g in r["grants"]],
-            ),
-        )
+        obj.emit(backend.revoke_grant(grant_id, reason), _print_revoked)
+        return
+    assert package_id
+    result = backend.revoke_package(package_id, reason)
+
+    def human(r: dict[str, Any]) -> None:
+        if not r["grants"]:
+            click.echo(f"{r['package_id']} has no grants; nothing to revoke.")
+            return
+        click.echo(f"Every grant of {r['package_id']} is now ended:")
+        _print_grants(r["grants"], indent="  ")
+
+    obj.emit(result, human)
 
 
 @main.command()
@@ -341,12 +451,13 @@ def revoke(obj: Context, grant_id: str | None, package_id: str | None, reason: s
 @click.pass_obj
 def audit(obj: Context, package_id: str, verify: bool) -> None:
     """Print a package's audit trail."""
-    events = obj.backend().status(package_id)["audit"]
-    problems = audit_problems(events) if verify else []
+    status = obj.backend().status(package_id)
+    events = status["audit"]
+    problems = audit_problems(package_id, events, status.get("audit_anchor")) if verify else []
 
     def human(_: Any) -> None:
         for e in events:
-            details = ", ".join(f"{k}={v}" for k, v in e["details"].items())
+            details = ", ".join(f"{k}={_text(v)}" for k, v in e["details"].items())
             click.echo(f"{e['seq']:>3}  {e['at']}  {e['action']:<20} {e['actor']:<28} {details}")
         if verify:
             click.echo("Chain verified: intact." if not problems else "Chain BROKEN:\n  " + "\n  ".join(problems))
@@ -356,27 +467,52 @@ def audit(obj: Context, package_id: str, verify: bool) -> None:
         sys.exit(4)
 
 
+_QUOTE_IT = (
+    "a link pasted without quotes loses everything after its first '&' in the shell: put it in single quotes, "
+    "egress download 'https://...' DIRECTORY"
+)
+
+
+def _check_link(sas_url: str) -> None:
+    """Bad input (exit 2) for what cannot be a package link; the link itself is never repeated back."""
+    parts = urllib.parse.urlsplit(sas_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or not parts.path.strip("/"):
+        raise InvalidRequest(
+            "that is not a package link: give the whole link from your email (https://...?...&sig=...), in quotes"
+        )
+    if "?" not in sas_url or not parts.query:
+        raise InvalidRequest(
+            "the link has no '?...' part, which carries its signature: copy the whole link from the email, in quotes"
+        )
+    query = urllib.parse.parse_qs(parts.query)
+    if "sig" not in query or "sv" not in query:
+        raise InvalidRequest(f"the link is cut short (its query has no sig= or no sv=): {_QUOTE_IT}")
+
+
 @main.command()
 @click.argument("sas_url")
-@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False), required=False)
 @click.option(
     "--checksums",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    help="manifest.json, or the file list pasted from the email.",
+    help="manifest.json, or a checksum list: the email's file list or `sha256sum` output (<sha256>  <path>).",
 )
 @click.pass_obj
-def download(obj: Context, sas_url: str, directory: Path, checksums: Path | None) -> None:
-    """Download every file a link gives, and check each SHA-256."""
+def download(obj: Context, sas_url: str, directory: Path | None, checksums: Path | None) -> None:
+    """Download every file a link gives into DIRECTORY, and check each SHA-256 against --checksums."""
     import hashlib
 
     from shared.bootstrap import open_link
     from shared.domain.manifest import path_problem
 
+    _check_link(sas_url)
+    if directory is None:
+        raise InvalidRequest(f"give the DIRECTORY to download into (if you did, {_QUOTE_IT})")
     expected = folder.expected_hashes(checksums) if checksums else {}
     link = open_link(sas_url)
     blobs = link.list_blobs()
     results, bad = [], []
-    with _bar(sum(b.size for b in blobs), "Downloading", obj.as_json) as progress:
+    with _bar(sum(b.size for b in blobs), "Downloading", obj) as progress:
         for blob in blobs:
             if path_problem(blob.name):
                 raise InvalidRequest(f"refusing to write {blob.name!r}: it is not a safe relative path")
@@ -389,24 +525,38 @@ def download(obj: Context, sas_url: str, directory: Path, checksums: Path | None
                     out.write(chunk)
                     progress(len(chunk))
             digest = sha.hexdigest()
-            verdict = (
-                "unchecked" if blob.name not in expected else ("ok" if expected[blob.name] == digest else "MISMATCH")
-            )
-            if verdict == "MISMATCH":
+            if checksums is None:
+                verdict = "unchecked"
+            elif blob.name not in expected:
+                verdict = "UNLISTED"
+            else:
+                verdict = "ok" if expected[blob.name] == digest else "MISMATCH"
+            if verdict in ("MISMATCH", "UNLISTED"):
                 bad.append(blob.name)
             results.append({"path": blob.name, "size": blob.size, "sha256": digest, "check": verdict})
     missing = sorted(set(expected) - {b.name for b in blobs})
-    report = {"directory": str(directory), "files": results, "missing": missing, "ok": not bad and not missing}
+    report = {
+        "directory": str(directory),
+        "files": results,
+        "missing": missing,
+        "checked": checksums is not None,
+        "ok": not bad and not missing,
+    }
 
     def human(r: dict[str, Any]) -> None:
         for f in r["files"]:
-            click.echo(f"{f['check']:<9} {f['path']}  {f['size']:,} bytes  sha256 {f['sha256']}")
+            click.echo(f"{f['check']:<9} {f['path']}  {_n(f['size'], 'byte')}  sha256 {f['sha256']}")
         for m in r["missing"]:
             click.echo(f"MISSING   {m}")
-        click.echo(
-            f"{len(r['files'])} files in {r['directory']}: "
-            + ("all checks passed." if r["ok"] else "SOME CHECKS FAILED.")
-        )
+        head = f"{_n(len(r['files']), 'file')} in {r['directory']}: "
+        if not r["checked"]:
+            click.echo(head + "SHA-256 not checked (give --checksums with manifest.json or the email's file list).")
+        elif r["ok"]:
+            click.echo(head + "all checks passed (every SHA-256 matches the list).")
+        else:
+            unlisted = [f["path"] for f in r["files"] if f["check"] == "UNLISTED"]
+            note = f" ({_n(len(unlisted), 'file')} not in the checksum list)" if unlisted else ""
+            click.echo(head + f"SOME CHECKS FAILED{note}.")
 
     obj.emit(report, human)
     if bad or missing:
@@ -430,45 +580,65 @@ def download(obj: Context, sas_url: str, directory: Path, checksums: Path | None
 @click.pass_obj
 def decrypt(obj: Context, directory: Path, key_file: Path, out: Path | None) -> None:
     """Check an encrypted package as it arrived, decrypt it, and check every plain file's SHA-256."""
-    from cli.encrypted import decrypt_folder, load_encrypted_manifest
+    from egress_cli.encrypted import decrypt_folder, load_encrypted_manifest
 
     lines = [line.strip() for line in key_file.read_text().splitlines() if line.strip().startswith("AGE-SECRET-KEY-")]
     if not lines:
         raise InvalidRequest(f"{key_file} holds no AGE-SECRET-KEY-1... line")
     total = sum(f["size"] for f in load_encrypted_manifest(directory)["files"])
-    with _bar(total, "Decrypting", obj.as_json) as progress:
+    with _bar(total, "Decrypting", obj) as progress:
         results = decrypt_folder(directory, out or directory, lines[0], progress)
     obj.emit(
         {"directory": str(out or directory), "files": results, "ok": True},
-        lambda r: click.echo(f"Decrypted {len(r['files'])} files into {r['directory']}; every SHA-256 matches."),
+        lambda r: click.echo(f"Decrypted {_n(len(r['files']), 'file')} into {r['directory']}; every SHA-256 matches."),
     )
+
+
+def _refuse_missing_target(path: Path, create: bool) -> None:
+    """The disk must be there: a mistyped mount point would otherwise fill the machine's own disk.
+    (A file at ``path`` is refused by the argument's type.)"""
+    if not path.exists() and not create:
+        raise InvalidRequest(
+            f"{path} does not exist: is the disk mounted there (see `findmnt` or `lsblk`)? "
+            "Give the mount point, or add --create to make the folder"
+        )
+
+
+def _on_its_own_disk(path: Path) -> bool:
+    """Whether ``path`` lies on another filesystem than the machine's root (a mounted disk)."""
+    return path.resolve().stat().st_dev != Path("/").stat().st_dev
 
 
 @main.command("write-disk")
 @click.argument("package_id")
 @click.argument("path", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--create", is_flag=True, help="Create PATH if it does not exist (otherwise a missing PATH is refused).")
 @click.pass_obj
-def write_disk(obj: Context, package_id: str, path: Path) -> None:
-    """System manager: write a physical package, encrypted, to a mounted disk, then verify it."""
-    from cli.encrypted import check_arrived, load_encrypted_manifest
+def write_disk(obj: Context, package_id: str, path: Path, create: bool) -> None:
+    """System manager: write a physical package, encrypted, to the disk mounted at PATH, then verify it."""
+    from egress_cli.encrypted import check_arrived, load_encrypted_manifest
     from shared.bootstrap import build_services
     from shared.domain.names import ENCRYPTED_MANIFEST, encrypted_location
     from shared.services.records_io import load_encrypted_manifest as read_encrypted
 
+    obj.refuse_api("write-disk", "it reads the delivery storage and writes to a disk on this machine")
+    _refuse_missing_target(path, create)
     services = build_services(obj.settings())
     record = services.registry.get_package(package_id)
     if record is None:
         raise NotFound(f"there is no package {package_id}")
     if record.method != "physical" or record.status != "granted":
         raise Conflict(
-            f"{package_id} is a {record.method} package in status {record.status}; "
+            f"{package_id} is a {_text(record.method, 'not yet known')} package in status {record.status}; "
             "only a delivered physical package goes to disk"
         )
+    path.mkdir(parents=True, exist_ok=True)  # only with --create (or already there)
+    if not _on_its_own_disk(path) and not obj.as_json:
+        click.echo(f"note: {path} is on this machine's own disk, not on a separately mounted one", err=True)
     container, prefix = encrypted_location(package_id, record.method, services.settings.sftp_container)
     encrypted = read_encrypted(services.delivery, container, prefix)
-    path.mkdir(parents=True, exist_ok=True)
     (path / ENCRYPTED_MANIFEST).write_text(json.dumps(encrypted, indent=2))
-    with _bar(sum(f["encrypted_size"] for f in encrypted["files"]), "Writing", obj.as_json) as progress:
+    with _bar(sum(f["encrypted_size"] for f in encrypted["files"]), "Writing", obj) as progress:
         for entry in load_encrypted_manifest(path)["files"]:
             target = path / entry["encrypted_path"]
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -483,6 +653,7 @@ def write_disk(obj: Context, package_id: str, path: Path) -> None:
     obj.emit(
         {"package_id": package_id, "path": str(path), "files": len(encrypted["files"]), "verified": True},
         lambda r: click.echo(
-            f"Wrote {r['files']} encrypted files of {r['package_id']} to {r['path']} and read them back: all match."
+            f"Wrote {_n(r['files'], 'encrypted file')} of {r['package_id']} to {r['path']} and read them back: "
+            "all match."
         ),
     )

@@ -12,7 +12,7 @@ import urllib.parse
 import urllib.request
 from typing import Any, Protocol
 
-from shared.domain.audit import AuditEntry, verify_chain
+from shared.domain.audit import AuditAnchor, AuditEntry, verify_chain
 from shared.domain.records import GrantStatus
 from shared.errors import Conflict, EgressError, Forbidden, InvalidRequest, NotFound, StorageUnavailable, Unauthorized
 from shared.settings import Settings
@@ -33,10 +33,21 @@ class Backend(Protocol):
     def revoke_grant(self, grant_id: str, reason: str | None) -> dict[str, Any]: ...
     def revoke_package(self, package_id: str, reason: str | None) -> dict[str, Any]: ...
     def resend_signoff(self, package_id: str) -> dict[str, Any]: ...
+    def key_release(self, package_id: str) -> dict[str, Any]: ...
 
 
-def audit_problems(events: list[dict[str, Any]]) -> list[str]:
-    return verify_chain([AuditEntry.model_validate(e) for e in events])
+def audit_problems(package_id: str, events: list[dict[str, Any]], anchor: dict[str, Any] | None) -> list[str]:
+    """The chain checked entry by entry, and against the registry's anchor (count and head hash)."""
+    problems: list[str] = []
+    entries = []
+    for index, event in enumerate(events):
+        try:
+            entries.append(AuditEntry.model_validate(event))
+        except ValueError:
+            problems.append(f"entry {index}: is not a valid audit entry")
+    if problems:
+        return problems
+    return verify_chain(entries, package_id, AuditAnchor.model_validate(anchor) if anchor else None)
 
 
 class DirectBackend:
@@ -64,6 +75,9 @@ class DirectBackend:
 
     def resend_signoff(self, package_id: str) -> dict[str, Any]:
         return self._services.signoff.resend(package_id, self._actor)
+
+    def key_release(self, package_id: str) -> dict[str, Any]:
+        return self._services.key_release.release(package_id, self._actor)
 
 
 class ApiBackend:
@@ -97,9 +111,22 @@ class ApiBackend:
                 message = json.loads(exc.read()).get("message", exc.reason)
             except ValueError:
                 message = str(exc.reason)
+            if exc.code == 401:
+                message = self._refused_because()
             raise _BY_STATUS.get(exc.code, StorageUnavailable)(f"{message} (HTTP {exc.code})") from exc
         except (urllib.error.URLError, TimeoutError) as exc:
             raise StorageUnavailable(f"the API at {self._base} did not answer ({exc})") from exc
+
+    def _refused_because(self) -> str:
+        """The local host and Azure answer 401 alike for a missing and a wrong key: say which we sent."""
+        if not self._key:
+            return "no function key given: --key or EGRESS_FUNCTION_KEY"
+        if self._token:
+            return "the function key was refused, or the access token (--token or EGRESS_API_TOKEN) is not valid"
+        return (
+            "the function key was refused (check --key or EGRESS_FUNCTION_KEY); in Azure the API also needs "
+            "an access token: --token or EGRESS_API_TOKEN"
+        )
 
     def status(self, package_id: str) -> dict[str, Any]:
         return dict(self._call("GET", f"packages/{urllib.parse.quote(package_id)}"))
@@ -117,3 +144,6 @@ class ApiBackend:
 
     def resend_signoff(self, package_id: str) -> dict[str, Any]:
         return dict(self._call("POST", f"packages/{urllib.parse.quote(package_id)}/signoff/resend", {}))
+
+    def key_release(self, package_id: str) -> dict[str, Any]:
+        return dict(self._call("POST", f"packages/{urllib.parse.quote(package_id)}/key-release", {}))

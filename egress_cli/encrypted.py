@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cli.folder import sha256_file
+from egress_cli.folder import sha256_file
 from shared.bootstrap import build_crypto
 from shared.domain.manifest import path_problem
 from shared.domain.names import ENCRYPTED_MANIFEST

@@ -1,8 +1,9 @@
 """Server-side templates (Jinja2, autoescaped) for the sign-off pages and the emails.
 
 One base layout, ``base.html``, frames every page and every HTML email, so they read alike.
-Text parts of emails come from ``.txt`` templates fed the same data. Inline styles only: mail
-clients drop style sheets, and the pages need no JavaScript.
+Each email's text part comes from its ``email_<name>.txt`` twin (extending ``email_base.txt``, not
+autoescaped) fed the same data; ``_email.html`` and ``_email.txt`` hold the blocks they share.
+Inline styles only: mail clients drop style sheets, and the pages need no JavaScript.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -25,6 +27,27 @@ def _size(n: int) -> str:
     return f"{n:,} bytes"
 
 
+# A command's words stay whole when a narrow screen wraps it (``--reason`` never splits at its
+# hyphens). A longer word may break: a path after a "/", anything else (a link) anywhere.
+_UNBROKEN_WORD = 24
+
+
+def _word_html(word: str) -> Markup:
+    if len(word) <= _UNBROKEN_WORD:
+        return Markup('<span style="white-space:nowrap;">{}</span>').format(word)
+    if "/" not in word or "://" in word:
+        return Markup('<span style="word-break:break-all;">{}</span>').format(word)
+    return Markup("/<wbr>").join(word.split("/"))
+
+
+def _command_html(text: str) -> Markup:
+    """``text`` escaped, for a box that wraps it between its words; copying it gives ``text`` back."""
+    return Markup("\n").join(
+        Markup(" ").join(_word_html(word) if word else Markup("") for word in line.split(" "))
+        for line in text.split("\n")
+    )
+
+
 @lru_cache(maxsize=1)
 def environment() -> Environment:
     env = Environment(
@@ -36,6 +59,7 @@ def environment() -> Environment:
         keep_trailing_newline=True,
     )
     env.filters["size"] = _size
+    env.filters["command"] = _command_html
     env.filters["utc"] = lambda moment: moment.strftime("%Y-%m-%d %H:%M UTC")
     return env
 

@@ -62,7 +62,11 @@ class KeyReleaseService:
         encrypted = load_encrypted_manifest(self._delivery, container, prefix)
         identity = self._keys.get(package_id)
         for person in manifest.recipients:
-            self._email.send(notifications.key_release(package_id, person.name, person.email, identity, encrypted))
+            self._email.send(
+                notifications.key_release(
+                    package_id, person.name, person.email, identity, encrypted, method=manifest.method.value
+                )
+            )
         released = self._registry.update_package(
             record.model_copy(update={"key_released_at": now, "key_released_by": actor, "updated_at": now})
         )

@@ -1,281 +1,365 @@
-"""The emails the service sends, as plain text and HTML (DESIGN.md section 7).
+"""The emails the service sends (DESIGN.md section 7), each from one pair of templates.
 
-Only the recipient's email carries links. System manager emails name grants by id and never
-include a link or token.
+Every email is rendered twice from the same data: ``email_<name>.txt`` (extending
+``email_base.txt``) is the plain-text part and ``email_<name>.html`` (extending ``base.html``, the
+layout of the sign-off pages) the HTML part, so the two carry the same facts.
+
+Only the recipient's email carries download links, and only the classifier's email their sign-off
+link. System manager emails name grants by id, give the ``egress`` command to run (with the HTTP
+route beside it) and never include a link, token or key.
+
+Untrusted strings (titles, names, addresses, paths, reasons, comments, package ids taken from a
+blob name) pass through :func:`shown` before they reach a template: line breaks become a visible
+``⏎`` and other control or text-direction characters a visible ``�``, so they cannot start a line
+of their own in the text part or in a ``<pre>`` of the HTML part, and ``scheme://`` becomes
+``scheme[:]//`` so that a mail client does not make a link of it. In the HTML part autoescaping
+keeps them from making an element. Subjects are one line.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
+import shlex
 import uuid
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from shared.domain.manifest import Manifest, Method
+from shared.domain import names
+from shared.domain.manifest import FileEntry, Manifest, Method, is_valid_package_id
 from shared.domain.records import GrantRecord, PackageRecord, SignoffRecord
 from shared.domain.signoff import ROLE_TITLES
 from shared.ports import Link, OutgoingEmail
-from shared.rendering import _size, render
+from shared.rendering import render
 
 if TYPE_CHECKING:
     from shared.services.config import PipelineConfig
 
 _NAMESPACE = uuid.UUID("6f1c1f0e-3c1a-4b8e-9a51-0d6a4f1e2b7c")
 
+NEWLINE_MARK = "\u23ce"  # ⏎ where an untrusted string had a line break
+INVALID_MARK = "\ufffd"  # � where it had another control or a text-direction character
+_LINE_BREAKS = re.compile(r"\r\n|[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]")
+_INVISIBLE = re.compile(r"[\x00-\x08\x0e-\x1b\x1f\x7f-\x84\x86-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):(?=//)")
 
-def _utc(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M UTC")
-
-
-@dataclass(frozen=True)
-class _Section:
-    heading: str
-    lines: list[str]
-    code: bool = False
+TABLE_ROWS = 200  # files listed in the table; the SHA-256 list always has every file
+AGE_COMMANDS = 20  # age commands written out in the key email; `egress decrypt` does any number
 
 
-def _render(to: str, subject: str, intro: str, sections: list[_Section], key: str) -> OutgoingEmail:
-    text = [intro, ""]
-    for section in sections:
-        text += [section.heading, "-" * len(section.heading), *section.lines, ""]
+def one_line(value: str) -> str:
+    """``value`` on one line: line breaks become `` ⏎ ``, tabs spaces, other controls ``�``."""
+    value = _LINE_BREAKS.sub(f" {NEWLINE_MARK} ", value).replace("\t", " ")
+    return _INVISIBLE.sub(INVALID_MARK, value)
+
+
+def shown(value: str) -> str:
+    """An untrusted string as an email shows it: one line, and no URL a mail client would link."""
+    return _SCHEME.sub(r"\1[:]", one_line(value))
+
+
+def _email(template: str, to: str, subject: str, key: str, /, **data: Any) -> OutgoingEmail:
+    subject = shown(subject)
     return OutgoingEmail(
         to=to,
         subject=subject,
-        text="\n".join(text),
-        html=render("email_sections.html", intro=intro, sections=sections),
+        text=render(f"email_{template}.txt", subject=subject, **data),
+        html=render(f"email_{template}.html", subject=subject, **data),
         idempotency_key=str(uuid.uuid5(_NAMESPACE, key)),
     )
 
 
+def _arg(value: str) -> str:
+    """A command-line argument as shown, quoted for a POSIX shell where it needs it."""
+    return shlex.quote(shown(value))
+
+
+def _files(entries: Sequence[FileEntry]) -> dict[str, Any]:
+    """The file table (first ``TABLE_ROWS``) and the ``sha256sum`` list (every file) of a package."""
+    rows = [{"path": shown(f.path), "size": f.size} for f in entries]
+    return {
+        "table": rows[:TABLE_ROWS],
+        "more": max(0, len(rows) - TABLE_ROWS),
+        "file_count": len(rows),
+        "total_bytes": sum(f.size for f in entries),
+        "checksums": [f"{f.sha256}  {row['path']}" for f, row in zip(entries, rows, strict=True)],
+    }
+
+
+def _encrypted_files(encrypted: dict[str, Any]) -> dict[str, Any]:
+    """The same for the encrypted copies (``<path>.age``) listed in encrypted-manifest.json."""
+    entries = [
+        FileEntry(path=f["encrypted_path"], size=f["encrypted_size"], sha256=f["encrypted_sha256"])
+        for f in encrypted["files"]
+    ]
+    return _files(entries)
+
+
+def _plain_files(encrypted: dict[str, Any]) -> dict[str, Any]:
+    """The decrypted files as encrypted-manifest.json lists them (their SHA-256 before encryption)."""
+    entries = [FileEntry(path=f["path"], size=f["size"], sha256=f["sha256"]) for f in encrypted["files"]]
+    return _files(entries)
+
+
+def _lines(values: Iterable[str]) -> list[str]:
+    return [shown(v) for v in values]
+
+
 def recipient_links(manifest: Manifest, grant: GrantRecord, links: list[Link], manager: str) -> OutgoingEmail:
     """The recipient's email: their links, how to use them, and what to do if one leaks."""
-    files = [f"{f.path}  {_size(f.size)}  sha256 {f.sha256}" for f in manifest.files]
-    link_lines = [f"Link for {link.ip_range}: {link.url}" for link in links]
-    first = links[0].url if links else "<link>"
-    sections = [
-        _Section(
-            "Package",
-            [
-                f"Package id: {manifest.package_id}",
-                f"Title: {manifest.title}",
-                f"Links expire: {_utc(grant.expires_at)}",
-                f"Files: {len(manifest.files):,} ({_size(manifest.total_bytes)})",
-            ],
-        ),
-        _Section("Your links (one for each address you declared; each works only from that address)", link_lines),
-        _Section(
-            "Azure Storage Explorer",
-            [
-                "1. Open Azure Storage Explorer and click the plug (Connect) icon on the left.",
-                "2. Select Resource: choose 'Blob container'.",
-                "3. Connection method: choose 'Shared access signature URL (SAS)', then Next.",
-                "4. Paste the link for the address you are working from into 'Blob container SAS URL', then Next.",
-                "5. On the Summary page check that the permissions are Read and List (nothing more), then Connect.",
-                "6. Select all files and click Download.",
-            ],
-        ),
-        _Section("azcopy (command line)", [f'azcopy copy "{first}" ./{manifest.package_id} --recursive'], code=True),
-        _Section("Files and their SHA-256 (check them after download)", files),
-        _Section(
-            "If something goes wrong",
-            [
-                "An 'AuthorizationFailure' or 'not authorized' error means the request came from an address you did "
-                f"not declare. Ask the system manager ({manager}) to change the address ranges.",
-                f"If a link leaks or is sent to the wrong person, tell the system manager ({manager}) at once: "
-                "they revoke it and it stops working immediately.",
-                "The link lets you read and list these files only; it cannot upload or delete.",
-            ],
-        ),
-    ]
-    return _render(
+    package_id = shown(manifest.package_id)
+    shown_links = [{"ip_range": shown(link.ip_range), "url": link.url} for link in links]
+    first = shown_links[0] if shown_links else {"ip_range": "your address", "url": "<your link>"}
+    return _email(
+        "recipient_links",
         grant.recipient_email,
         f"Data egress: {manifest.package_id} is ready to download",
-        f"Dear {grant.recipient_name}, the outputs of work package {manifest.package_id} have been classified "
-        "and are ready for you to download. Keep this email private: anyone with the link, working from your "
-        "declared addresses, can download the files.",
-        sections,
-        key=f"link:{grant.grant_id}",
+        f"link:{grant.grant_id}",
+        name=shown(grant.recipient_name),
+        package_id=package_id,
+        title=shown(manifest.title),
+        expires_at=grant.expires_at,
+        links=shown_links,
+        azcopy_url=first["url"],
+        azcopy_ip=first["ip_range"],
+        container=shown(names.egress_container(manifest.package_id)),
+        manager=shown(manager),
+        **_files(manifest.files),
     )
 
 
+def _grant_actions(package_id: str) -> dict[str, str]:
+    return {
+        "status_cmd": f"egress status {_arg(package_id)}",
+        "grants_cmd": f"egress grants --package {_arg(package_id)}",
+        "revoke_all_cmd": f'egress revoke --package {_arg(package_id)} --reason "<why>"',
+        "revoke_all_api": f"POST /api/packages/{shown(package_id)}/revoke",
+    }
+
+
 def manager_granted(manifest: Manifest, grants: list[GrantRecord], manager: str) -> OutgoingEmail:
-    lines = [
-        f"{g.grant_id}: {g.recipient_name} <{g.recipient_email}> "
-        f"from {', '.join(g.ip_ranges)}; expires {_utc(g.expires_at)}"
-        for g in grants
-    ]
-    return _render(
+    return _email(
+        "manager_granted",
         manager,
         f"Data egress: grants issued for {manifest.package_id}",
-        f"Work package {manifest.package_id} ({manifest.title}, tier {manifest.classification.tier}, "
-        f"{len(manifest.files):,} files, {_size(manifest.total_bytes)}) was verified, sealed and its recipients "
-        "were sent their links. The links themselves are not in this email.",
-        [
-            _Section("Grants", lines),
-            _Section(
-                "Revoke", [f"POST /api/grants/<grant_id>/revoke or POST /api/packages/{manifest.package_id}/revoke"]
-            ),
+        f"granted:{manifest.package_id}",
+        package_id=shown(manifest.package_id),
+        title=shown(manifest.title),
+        tier=manifest.classification.tier,
+        file_count=len(manifest.files),
+        total_bytes=manifest.total_bytes,
+        grants=[
+            {
+                "grant_id": shown(g.grant_id),
+                "name": shown(g.recipient_name),
+                "email": shown(g.recipient_email),
+                "ip_ranges": _lines(g.ip_ranges),
+                "expires_at": g.expires_at,
+                "revoke_cmd": f'egress revoke {_arg(g.grant_id)} --reason "<why>"',
+                "revoke_api": f"POST /api/grants/{shown(g.grant_id)}/revoke",
+            }
+            for g in grants
         ],
-        key=f"granted:{manifest.package_id}",
+        **_grant_actions(manifest.package_id),
     )
 
 
 def manager_rejected(package_id: str, reasons: list[str], manager: str, digest: str) -> OutgoingEmail:
-    return _render(
+    valid = is_valid_package_id(package_id)
+    return _email(
+        "manager_rejected",
         manager,
         f"Data egress: {package_id} was rejected",
-        f"The manifest staged for work package {package_id} was rejected. Nothing was sent to anyone and the "
-        "staged files are still in the staging container. Correct the points below and stage the manifest again.",
-        [_Section("Reasons", reasons)],
-        key=f"rejected:{package_id}:{digest}",
+        # The reasons are part of the event: the same manifest rejected again for other reasons (files
+        # fixed or broken anew) is told again; for the same reasons, once (the outbox keys on this).
+        f"rejected:{package_id}:{digest}:{hashlib.sha256(chr(10).join(reasons).encode()).hexdigest()[:16]}",
+        package_id=shown(package_id),
+        reasons=_lines(reasons),
+        status_cmd=f"egress status {_arg(package_id)}" if valid else None,
     )
 
 
 def manager_grant_ended(grant: GrantRecord, what: str, manager: str) -> OutgoingEmail:
-    detail = [
-        f"Grant: {grant.grant_id}",
-        f"Package: {grant.package_id}",
-        f"Recipient: {grant.recipient_name} <{grant.recipient_email}>",
-    ]
-    if grant.revoked_by:
-        detail.append(f"Revoked by: {grant.revoked_by}")
-    if grant.revoke_reason:
-        detail.append(f"Reason: {grant.revoke_reason}")
-    return _render(
+    return _email(
+        "manager_grant_ended",
         manager,
         f"Data egress: grant {grant.grant_id} of {grant.package_id} {what}",
-        f"The link of {grant.recipient_email} for work package {grant.package_id} {what}; it no longer works.",
-        [_Section("Grant", detail)],
-        key=f"{what}:{grant.grant_id}",
+        f"{what}:{grant.grant_id}",
+        what=shown(what),
+        grant_id=shown(grant.grant_id),
+        package_id=shown(grant.package_id),
+        name=shown(grant.recipient_name),
+        email=shown(grant.recipient_email),
+        ip_ranges=_lines(grant.ip_ranges),
+        expires_at=grant.expires_at,
+        revoked_by=shown(grant.revoked_by) if grant.revoked_by else None,
+        reason=shown(grant.revoke_reason) if grant.revoke_reason else None,
+        **_grant_actions(grant.package_id),
     )
 
 
 def manager_closed(package_id: str, manager: str) -> OutgoingEmail:
-    return _render(
+    return _email(
+        "manager_closed",
         manager,
         f"Data egress: {package_id} closed",
-        f"Every grant of work package {package_id} has ended and its retention period has passed: the egressed "
-        "copy was deleted. The registry record and the audit trail remain.",
-        [],
-        key=f"closed:{package_id}",
+        f"closed:{package_id}",
+        package_id=shown(package_id),
+        status_cmd=f"egress status {_arg(package_id)}",
+        audit_cmd=f"egress audit {_arg(package_id)} --verify",
     )
 
 
-def _encrypted_files(encrypted: dict[str, Any]) -> list[str]:
-    return [
-        f"{f['encrypted_path']}  {_size(f['encrypted_size'])}  sha256 {f['encrypted_sha256']}"
-        for f in encrypted["files"]
-    ]
+def manager_stuck(
+    package_id: str, status: str, since: datetime, limit: timedelta, what: str, manager: str
+) -> OutgoingEmail:
+    """A package that has not moved for longer than it should: once per package and state."""
+    return _email(
+        "manager_stuck",
+        manager,
+        f"Data egress: {package_id} is stuck ({status})",
+        f"stuck:{package_id}:{status}:{since.isoformat()}",
+        package_id=shown(package_id),
+        status=status,
+        since=since.strftime("%Y-%m-%d %H:%M UTC"),
+        limit=f"{limit.total_seconds() / 60:g} minutes",
+        what=what,
+        status_cmd=f"egress status {_arg(package_id)}",
+        audit_cmd=f"egress audit {_arg(package_id)} --verify",
+    )
+
+
+def manager_poisoned(queue: str, message_id: str, what: str, package_id: str | None, manager: str) -> OutgoingEmail:
+    """A message the host gave up on: once per poisoned message."""
+    return _email(
+        "manager_poisoned",
+        manager,
+        f"Data egress: the host gave up on {shown(what)}",
+        f"poisoned:{queue}:{message_id}",
+        queue=queue,
+        message_id=message_id,
+        what=shown(what),
+        status_cmd=f"egress status {_arg(package_id)}" if package_id else None,
+    )
+
+
+# -- sftp and physical (encrypted) --------------------------------------------------------------
 
 
 def sftp_address(
     manifest: Manifest, name: str, to: str, host: str, folder: str, encrypted: dict[str, Any]
 ) -> OutgoingEmail:
-    return _render(
+    return _email(
+        "sftp_address",
         to,
-        f"Data egress: {manifest.package_id} is ready on the SFTP server (1 of 2: address)",
-        f"Dear {name}, the outputs of work package {manifest.package_id} ({manifest.title}) are ready, encrypted, "
-        "on our SFTP server. The connection details come in a separate email; the decryption key comes in a "
-        "third email once you tell the system manager that you have the files.",
-        [
-            _Section("Server", [f"Address: sftp://{host}", f"Folder: {folder}"]),
-            _Section("Encrypted files and their SHA-256 (check them after download)", _encrypted_files(encrypted)),
-            _Section(
-                "Format",
-                [
-                    "Each file is encrypted with age (https://age-encryption.org), which is free and open source;",
-                    "encrypted-manifest.json beside the files lists every file's SHA-256 before and after encryption.",
-                ],
-            ),
-        ],
-        key=f"sftp-address:{manifest.package_id}:{to}",
+        f"Data egress: {manifest.package_id} is ready on the SFTP server (1 of 3: address)",
+        f"sftp-address:{manifest.package_id}:{to}",
+        name=shown(name),
+        package_id=shown(manifest.package_id),
+        title=shown(manifest.title),
+        address=f"sftp://{host}",
+        folder=shown(folder),
+        **_encrypted_files(encrypted),
     )
 
 
 def sftp_connection(package_id: str, name: str, to: str, username: str, manager: str) -> OutgoingEmail:
-    return _render(
+    return _email(
+        "sftp_connection",
         to,
-        f"Data egress: {package_id} SFTP connection details (2 of 2)",
-        f"Dear {name}, these are the connection details for the SFTP server named in the previous email.",
-        [
-            _Section(
-                "Connection",
-                [
-                    f"Username: {username}",
-                    f"Password or SSH key: arranged with the system manager ({manager}); it is never sent by email.",
-                ],
-            ),
-            _Section("Example", [f"sftp {username}@<the server address from the first email>"], code=True),
-        ],
-        key=f"sftp-connection:{package_id}:{to}",
+        f"Data egress: {package_id} SFTP connection details (2 of 3)",
+        f"sftp-connection:{package_id}:{to}",
+        name=shown(name),
+        package_id=shown(package_id),
+        username=shown(username),
+        manager=shown(manager),
+        example=f"sftp {_arg(username)}@ADDRESS",
     )
 
 
 def physical_notice(manifest: Manifest, name: str, to: str, encrypted: dict[str, Any], manager: str) -> OutgoingEmail:
-    return _render(
+    return _email(
+        "physical_notice",
         to,
         f"Data egress: {manifest.package_id} will come on a physical disk",
-        f"Dear {name}, the outputs of work package {manifest.package_id} ({manifest.title}) are being written, "
-        f"encrypted, to a disk that the system manager ({manager}) will have delivered to you. When it arrives, "
-        "check the files against the list below and tell the system manager: the decryption key comes in a "
-        "separate email after that.",
-        [_Section("Encrypted files and their SHA-256", _encrypted_files(encrypted))],
-        key=f"physical:{manifest.package_id}:{to}",
+        f"physical:{manifest.package_id}:{to}",
+        name=shown(name),
+        package_id=shown(manifest.package_id),
+        title=shown(manifest.title),
+        manager=shown(manager),
+        **_encrypted_files(encrypted),
     )
 
 
-def key_release(package_id: str, name: str, to: str, identity: str, encrypted: dict[str, Any]) -> OutgoingEmail:
-    age_lines = [f'age -d -i key.txt -o "{f["path"]}" "{f["encrypted_path"]}"' for f in encrypted["files"][:20]]
-    if len(encrypted["files"]) > 20:
-        age_lines.append(f"... and the same for the other {len(encrypted['files']) - 20} files")
-    return _render(
+def key_release(
+    package_id: str,
+    name: str,
+    to: str,
+    identity: str,
+    encrypted: dict[str, Any],
+    *,
+    method: str | None = None,
+) -> OutgoingEmail:
+    """The decryption key. ``method="sftp"`` numbers it "3 of 3", after the address and connection emails."""
+    files = encrypted["files"]
+    age = [f"age -d -i key.txt -o {_arg(f['path'])} {_arg(f['encrypted_path'])}" for f in files[:AGE_COMMANDS]]
+    part = " (3 of 3)" if method == Method.SFTP else ""
+    return _email(
+        "key_release",
         to,
-        f"Data egress: {package_id} decryption key",
-        f"Dear {name}, this is the key that decrypts work package {package_id}. Keep it private and delete this "
-        "email once the files are decrypted.",
-        [
-            _Section("1. Save the key in a file named key.txt", [identity], code=True),
-            _Section(
-                "2a. Decrypt with age (https://age-encryption.org), in the folder with the files", age_lines, code=True
-            ),
-            _Section(
-                "2b. Or with the egress command line, which also checks every SHA-256",
-                ["egress decrypt <folder with the files> --key-file key.txt"],
-                code=True,
-            ),
-            _Section(
-                "3. Check", ["Compare each decrypted file's SHA-256 with plaintext sha256 in encrypted-manifest.json."]
-            ),
-        ],
-        key=f"key:{package_id}:{to}",
+        f"Data egress: {package_id} decryption key{part}",
+        f"key:{package_id}:{to}",
+        name=shown(name),
+        package_id=shown(package_id),
+        identity=identity,
+        age_commands=age,
+        age_more=max(0, len(files) - AGE_COMMANDS),
+        sftp=method == Method.SFTP,
+        **_plain_files(encrypted),
     )
+
+
+_ENCRYPTED_FOR = {
+    Method.SFTP: "the SFTP server",
+    Method.PHYSICAL: "a physical disk",
+    Method.STORAGE_EXPLORER: "download",
+}
 
 
 def manager_encrypted_ready(manifest: Manifest, location: str, manager: str) -> OutgoingEmail:
-    steps = [f"Encrypted package: {location}"]
-    if manifest.method.value == "physical":
-        steps.append(f"Write it to the disk: egress write-disk {manifest.package_id} /path/to/mounted/disk")
-    steps.append(
-        f"When the recipients confirm they have the files: POST /api/packages/{manifest.package_id}/key-release"
-    )
-    return _render(
+    package_id = manifest.package_id
+    return _email(
+        "manager_encrypted_ready",
         manager,
-        f"Data egress: {manifest.package_id} encrypted for {manifest.method.value}",
-        f"Work package {manifest.package_id} ({manifest.title}, tier {manifest.classification.tier}) was verified "
-        "and encrypted; its recipients were told. The key is in Key Vault and is not in this email.",
-        [_Section("Next steps", steps)],
-        key=f"encrypted-ready:{manifest.package_id}",
+        f"Data egress: {package_id} encrypted for {manifest.method.value}",
+        f"encrypted-ready:{package_id}",
+        package_id=shown(package_id),
+        title=shown(manifest.title),
+        tier=manifest.classification.tier,
+        method=manifest.method.value,
+        method_text=_ENCRYPTED_FOR[manifest.method],
+        file_count=len(manifest.files),
+        total_bytes=manifest.total_bytes,
+        recipients=[f"{shown(r.name)} <{shown(r.email)}>" for r in manifest.recipients],
+        location=shown(location),
+        write_disk_cmd=f"egress write-disk {_arg(package_id)} /path/to/mounted/disk",
+        key_release_cmd=f"egress key-release {_arg(package_id)}",
+        key_release_api=f"POST /api/packages/{shown(package_id)}/key-release",
+        status_cmd=f"egress status {_arg(package_id)}",
     )
 
 
 def manager_key_released(package_id: str, actor: str, recipients: list[str], manager: str) -> OutgoingEmail:
-    return _render(
+    return _email(
+        "manager_key_released",
         manager,
         f"Data egress: {package_id} key released",
-        f"The decryption key of work package {package_id} was emailed to {', '.join(recipients)} at the request "
-        f"of {actor}. The key is not in this email.",
-        [],
-        key=f"key-released:{package_id}",
+        f"key-released:{package_id}",
+        package_id=shown(package_id),
+        actor=shown(actor),
+        recipients=_lines(recipients),
+        status_cmd=f"egress status {_arg(package_id)}",
     )
 
 
@@ -291,75 +375,75 @@ METHOD_TEXT = {
 
 def signoff_request(manifest: Manifest, record: SignoffRecord, link: str, config: PipelineConfig) -> OutgoingEmail:
     """The classifier's personal link. The only place a sign-off token ever goes."""
-    data = {
-        "name": record.name,
-        "role": ROLE_TITLES[record.role],
-        "package_id": manifest.package_id,
-        "title": manifest.title,
-        "link": link,
-        "link_expires_at": record.token_expires_at,
-        "files": manifest.files,
-        "total_bytes": manifest.total_bytes,
-        "recipients": [f"{r.name} <{r.email}>" for r in manifest.recipients],
-        "method_text": METHOD_TEXT[manifest.method],
-        "expires_in_hours": manifest.expires_in_hours,
-        "manager": config.system_manager_email,
-    }
-    return OutgoingEmail(
-        to=record.email,
-        subject=f"Sign-off needed: {manifest.package_id}",
-        text=render("email_signoff_request.txt", **data),
-        html=render("email_signoff_request.html", **data),
-        idempotency_key=str(uuid.uuid5(_NAMESPACE, f"signoff:{manifest.package_id}:{record.role}:{record.token_hash}")),
+    return _email(
+        "signoff_request",
+        record.email,
+        f"Sign-off needed: {manifest.package_id}",
+        f"signoff:{manifest.package_id}:{record.role}:{record.token_hash}",
+        name=shown(record.name),
+        role=ROLE_TITLES[record.role],
+        package_id=shown(manifest.package_id),
+        title=shown(manifest.title),
+        link=link,
+        link_expires_at=record.token_expires_at,
+        file_count=len(manifest.files),
+        total_bytes=manifest.total_bytes,
+        recipients=[f"{shown(r.name)} <{shown(r.email)}>" for r in manifest.recipients],
+        method_text=METHOD_TEXT[manifest.method],
+        expires_in_hours=manifest.expires_in_hours,
+        manager=shown(config.system_manager_email),
     )
 
 
-def _who(records: list[SignoffRecord]) -> list[str]:
-    return [f"{ROLE_TITLES[r.role]}: {r.name} <{r.email}>" for r in records]
+def _who(records: Sequence[SignoffRecord]) -> list[dict[str, Any]]:
+    return [
+        {"role": ROLE_TITLES[r.role], "name": shown(r.name), "email": shown(r.email), "tier": r.tier} for r in records
+    ]
 
 
 def manager_signoff_requested(manifest: Manifest, asked: list[SignoffRecord], manager: str) -> OutgoingEmail:
-    return _render(
+    package_id = manifest.package_id
+    return _email(
+        "manager_signoff_requested",
         manager,
-        f"Data egress: sign-off requested for {manifest.package_id}",
-        f"Work package {manifest.package_id} ({manifest.title}, {len(manifest.files):,} files, "
-        f"{_size(manifest.total_bytes)}) passed every check. Each person below was emailed a personal sign-off "
-        "link; nothing leaves until all of them approve. The links are not in this email.",
-        [
-            _Section("Asked to sign off", _who(asked)),
-            _Section(
-                "If someone did not get their email",
-                [
-                    f"egress resend-signoff {manifest.package_id}",
-                    f"(or POST /api/packages/{manifest.package_id}/signoff/resend)",
-                ],
-                code=True,
-            ),
-        ],
-        key=f"signoff-requested:{manifest.package_id}:{','.join(r.token_hash for r in asked)}",
+        f"Data egress: sign-off requested for {package_id}",
+        f"signoff-requested:{package_id}:{','.join(r.token_hash for r in asked)}",
+        package_id=shown(package_id),
+        title=shown(manifest.title),
+        file_count=len(manifest.files),
+        total_bytes=manifest.total_bytes,
+        asked=_who(asked),
+        link_expires_at=min((r.token_expires_at for r in asked), default=None),
+        resend_cmd=f"egress resend-signoff {_arg(package_id)}",
+        resend_api=f"POST /api/packages/{shown(package_id)}/signoff/resend",
+        status_cmd=f"egress status {_arg(package_id)}",
     )
 
 
 def manager_signoff_refused(package: PackageRecord, refusal: SignoffRecord, manager: str) -> OutgoingEmail:
-    return _render(
+    return _email(
+        "manager_signoff_refused",
         manager,
         f"Data egress: {package.package_id} was refused at sign-off",
-        f"{refusal.name}, the {ROLE_TITLES[refusal.role].lower()}, refused work package {package.package_id} "
-        f"({package.title}). Nothing was released and the staged files are kept. The package id cannot be used "
-        "again: the outputs must be classified as a new work package.",
-        [_Section("Their comment", (refusal.comment or "").splitlines() or [""])],
-        key=f"signoff-refused:{package.package_id}:{package.manifest_sha256}",
+        f"signoff-refused:{package.package_id}:{package.manifest_sha256}",
+        package_id=shown(package.package_id),
+        title=shown(package.title),
+        who=_who([refusal])[0],
+        comment=_lines((refusal.comment or "").splitlines()) or ["(no comment)"],
+        decided_at=refusal.decided_at,
+        status_cmd=f"egress status {_arg(package.package_id)}",
     )
 
 
 def manager_signoff_completed(signed: Manifest, signoffs: list[SignoffRecord], manager: str) -> OutgoingEmail:
-    lines = [f"{ROLE_TITLES[s.role]}: {s.name} <{s.email}>, tier {s.tier}" for s in signoffs]
-    return _render(
+    return _email(
+        "manager_signoff_completed",
         manager,
         f"Data egress: {signed.package_id} signed off at tier {signed.classification.tier}",
-        f"Every named person approved work package {signed.package_id} ({signed.title}). The highest tier signed, "
-        f"{signed.classification.tier}, applies; the package passed the policy for that tier and is being sealed "
-        "and released.",
-        [_Section("Sign-offs", lines)],
-        key=f"signoff-completed:{signed.package_id}",
+        f"signoff-completed:{signed.package_id}",
+        package_id=shown(signed.package_id),
+        title=shown(signed.title),
+        tier=signed.classification.tier,
+        signoffs=_who(signoffs),
+        status_cmd=f"egress status {_arg(signed.package_id)}",
     )

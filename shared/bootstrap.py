@@ -11,15 +11,17 @@ from typing import Any
 from azure.communication.email import EmailClient
 from azure.data.tables import TableServiceClient
 from azure.keyvault.secrets import SecretClient
-from azure.storage.blob import BlobServiceClient
+from azure.storage.blob import BlobServiceClient, ExponentialRetry
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
 from shared.adapters.age_crypto import AgeCrypto
 from shared.adapters.audit_log import BlobAuditTrail
 from shared.adapters.blob_store import AzureBlobStore, KeySignedService, LinkContainer, client_options
 from shared.adapters.email import AcsEmailSender, SmtpEmailSender
+from shared.adapters.once_email import OnceEmailSender
+from shared.adapters.outbox import TableOutbox
 from shared.adapters.package_keys import KeyVaultPackageKeys, LocalPackageKeys
-from shared.adapters.release_queue import StorageReleaseQueue
+from shared.adapters.release_queue import BLOB_POISON_QUEUE, StoragePoisonWatch, StorageReleaseQueue
 from shared.adapters.sas import SasLinkMinter
 from shared.adapters.secrets import KeyVaultSigningKeys, LocalSigningKeys
 from shared.adapters.table_registry import TableRegistry
@@ -68,11 +70,12 @@ def _credential() -> Any:
     return DefaultAzureCredential()
 
 
-def _blob_service(connection: str | None, service_uri: str | None) -> BlobServiceClient:
+def _blob_service(connection: str | None, service_uri: str | None, **extra: Any) -> BlobServiceClient:
+    options = {**client_options(), **extra}
     if service_uri:
-        return BlobServiceClient(service_uri, credential=_credential(), **client_options())
+        return BlobServiceClient(service_uri, credential=_credential(), **options)
     assert connection
-    return BlobServiceClient.from_connection_string(connection, **client_options())
+    return BlobServiceClient.from_connection_string(connection, **options)
 
 
 def _delivery_service(settings: Settings, staging: BlobServiceClient) -> BlobServiceClient:
@@ -100,9 +103,19 @@ def _email(settings: Settings) -> EmailSender:
     return SmtpEmailSender(settings.smtp_host, settings.smtp_port, settings.email_sender)
 
 
-def build_staging_store(settings: Settings) -> AzureBlobStore:
-    """Only the staging account's blobs, for staging a package (no registry, keys or email needed)."""
-    return AzureBlobStore(_blob_service(settings.egress_storage, settings.egress_blob_service_uri))
+def build_staging_store(settings: Settings, *, interactive: bool = False) -> AzureBlobStore:
+    """Only the staging account's blobs, for staging a package (no registry, keys or email needed).
+
+    ``interactive``: a person is waiting (the CLI), so give up within seconds rather than retrying
+    for a minute and a half as a background function may.
+    """
+    extra: dict[str, Any] = {}
+    if interactive:
+        extra = {
+            "retry_policy": ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=2),
+            "connection_timeout": 10,
+        }
+    return AzureBlobStore(_blob_service(settings.egress_storage, settings.egress_blob_service_uri, **extra))
 
 
 def open_link(sas_url: str) -> LinkContainer:
@@ -127,6 +140,15 @@ def _queue_client(settings: Settings) -> QueueClient:
     return QueueClient.from_connection_string(
         settings.egress_storage, settings.release_queue, message_encode_policy=encode
     )
+
+
+def _poison_watch(settings: Settings) -> StoragePoisonWatch:
+    names = (f"{settings.release_queue}-poison", BLOB_POISON_QUEUE)
+    if settings.egress_queue_service_uri:
+        return StoragePoisonWatch(
+            [QueueClient(settings.egress_queue_service_uri, n, credential=_credential()) for n in names]
+        )
+    return StoragePoisonWatch([QueueClient.from_connection_string(settings.egress_storage, n) for n in names])
 
 
 def pipeline_config(settings: Settings) -> PipelineConfig:
@@ -170,12 +192,19 @@ def build_services(
     delivery = AzureBlobStore(delivery_client, None if by_key else KeySignedService(delivery_client, signing))
     registry = TableRegistry(tables, settings.registry_table_prefix)
     clock = clock or SystemClock()
-    audit = BlobAuditTrail(staging_client, settings.audit_container, clock.now)
-    sender = email or _email(settings)
+    audit = BlobAuditTrail(
+        staging_client,
+        settings.audit_container,
+        tables.get_table_client(f"{settings.registry_table_prefix}auditanchors"),
+        clock.now,
+    )
+    outbox = TableOutbox(tables.get_table_client(f"{settings.registry_table_prefix}outbox"))
+    sender = OnceEmailSender(email or _email(settings), outbox, clock)
     queue = StorageReleaseQueue(_queue_client(settings))
 
     registry.ensure_tables()
     audit.ensure_container()
+    outbox.ensure_table()
     staging.ensure_container(settings.staging_container)
     staging.ensure_container(settings.records_container)
     queue.ensure_queue()
@@ -208,7 +237,15 @@ def build_services(
         ),
         key_release=KeyReleaseService(records=staging, delivery=delivery, keys=package_keys, email=sender, **common),
         end_grant=end_grant,
-        sweep=SweepService(delivery=delivery, keys=package_keys, email=sender, queue=queue, grants=end_grant, **common),
+        sweep=SweepService(
+            delivery=delivery,
+            keys=package_keys,
+            email=sender,
+            queue=queue,
+            grants=end_grant,
+            poison=_poison_watch(settings),
+            **common,
+        ),
         overview=OverviewService(records=staging, registry=registry, audit=audit, config=config),
         audit=audit,
         registry=registry,

@@ -4,7 +4,8 @@
     ├── NotFound                     http 404, exit 3   unknown package or grant
     ├── Conflict                     http 409, exit 4   the state does not allow the action
     │   ├── IllegalTransition                           a state machine refused a move
-    │   └── ConcurrencyConflict                         an ETag or append position moved under us
+    │   ├── ConcurrencyConflict                         an ETag or append position moved under us
+    │   └── AuditCorrupt                                an audit trail was damaged or changed outside the service
     ├── Gone                         http 410, exit 4   a sign-off link already used, expired or no longer needed
     ├── InvalidRequest               http 400, exit 2   a request a person can correct
     │   └── Unprocessable            http 422           a well-formed request whose content is refused
@@ -58,6 +59,10 @@ class Gone(EgressError):
     http_status = 410
     exit_code = 4
     code = "gone"
+
+
+class AuditCorrupt(Conflict):
+    code = "audit_corrupt"
 
 
 class InvalidRequest(EgressError):

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, BinaryIO, Protocol
+from datetime import datetime, timedelta
+from typing import Any, BinaryIO, Literal, Protocol
 
-from shared.domain.audit import AuditEntry
+from shared.domain.audit import AuditAnchor, AuditEntry
 from shared.domain.manifest import Role
 from shared.domain.records import GrantRecord, GrantStatus, PackageRecord, PackageStatus, SignoffRecord
 
@@ -111,10 +111,16 @@ class Registry(Protocol):
 
 
 class AuditTrail(Protocol):
-    """Append-only, hash-chained events of each package."""
+    """Append-only, hash-chained events of each package, anchored in the registry.
 
-    def append(self, package_id: str, action: str, actor: str, details: dict[str, Any]) -> AuditEntry: ...
+    ``event_id`` names an event deterministically: appending it again returns the recorded entry.
+    """
+
+    def append(
+        self, package_id: str, action: str, actor: str, details: dict[str, Any], event_id: str | None = None
+    ) -> AuditEntry: ...
     def read(self, package_id: str) -> list[AuditEntry]: ...
+    def anchor(self, package_id: str) -> AuditAnchor | None: ...
 
 
 class SigningKeys(Protocol):
@@ -127,12 +133,29 @@ class LinkMinter(Protocol):
     def links(self, container: str, policy_id: str, ip_ranges: list[str]) -> list[Link]: ...
 
 
+@dataclass(frozen=True)
+class KeyDeletion:
+    """What deleting a package key did.
+
+    ``purged``: no copy is left anywhere. ``soft_deleted``: the store keeps a recoverable copy until
+    ``recoverable_until`` (Key Vault with purge protection), when it purges it itself. ``absent``:
+    there was no key, live or deleted, to delete.
+    """
+
+    state: Literal["purged", "soft_deleted", "absent"]
+    recoverable_until: datetime | None = None
+
+
 class PackageKeys(Protocol):
-    """Per-package decryption keys (Key Vault in Azure). Secret: never logged or stored elsewhere."""
+    """Per-package decryption keys (Key Vault in Azure). Secret: never logged or stored elsewhere.
+
+    ``delete`` says what it did (``KeyDeletion``); it raises ``SecretsUnavailable`` when it could not
+    tell, so that the caller tries again later.
+    """
 
     def put(self, package_id: str, secret: str) -> None: ...
     def get(self, package_id: str) -> str: ...
-    def delete(self, package_id: str) -> None: ...
+    def delete(self, package_id: str) -> KeyDeletion: ...
 
 
 class Crypto(Protocol):
@@ -146,10 +169,38 @@ class EmailSender(Protocol):
     def send(self, message: OutgoingEmail) -> None: ...
 
 
+class Outbox(Protocol):
+    """Which emails were sent, by their deterministic id: so that each goes at most once.
+
+    ``claim`` records the intent (insert-if-absent, or take over a claim older than ``lease``);
+    only its winner sends, then ``mark_sent``; a failed send ``release``s the claim for a retry.
+    """
+
+    def claim(self, notice_id: str, now: datetime, lease: timedelta) -> bool: ...
+    def mark_sent(self, notice_id: str, now: datetime) -> None: ...
+    def release(self, notice_id: str) -> None: ...
+
+
 class ReleaseQueue(Protocol):
     """Work handed from a request (or a trigger) to the queue-triggered release function."""
 
     def send(self, package_id: str, manifest_sha256: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Poisoned:
+    """A message the host gave up on: a release, or a staged manifest's blob trigger."""
+
+    queue: str
+    message_id: str
+    what: str  # for a person: the release of a package, or a staged blob
+    package_id: str | None = None
+
+
+class PoisonWatch(Protocol):
+    """The poison queues the Functions host fills after its retries (read, never emptied here)."""
+
+    def poisoned(self) -> list[Poisoned]: ...
 
 
 class Clock(Protocol):

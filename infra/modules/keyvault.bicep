@@ -1,6 +1,7 @@
 // Key Vault: the delivery account's key that signs links (SIGNING_KEY_SECRET_NAME) and the
 // per-package age keys of sftp/physical egress (package-key-<id>, written and deleted by the
-// function). RBAC only, purge protection and soft delete, private endpoint only.
+// function; a deleted key stays recoverable until Key Vault purges it: see the vault below).
+// RBAC only, purge protection and soft delete, private endpoint only.
 param location string
 param tags object
 param name string
@@ -16,6 +17,18 @@ param workspaceId string
 param privateEndpointSubnetId string
 param vaultDnsZoneId string
 
+// Package keys are deleted, not purged, and the audit trail says so. Purge protection stays on
+// for this vault, and package keys get no vault of their own without it, by choice: it cannot be
+// turned off on a vault that has it, nor can the retention below be changed; it keeps the signing
+// key and every package key safe from a purge by a stolen identity; and checkov asks for it
+// (CKV_AZURE_42, CKV_AZURE_110). The cost: when a package expires, the timer deletes its key and
+// Key Vault keeps the deleted secret for softDeleteRetentionInDays. Until that secret's
+// scheduledPurgeDate, anyone with secrets/recover on this vault (the function's Key Vault Secrets
+// Officer role, a Key Vault Administrator) can recover it; on that date Key Vault purges it and
+// it is gone for good. The function still asks for a purge (Secrets Officer holds secrets/*,
+// purge included), which this vault refuses with a 403: the package then records
+// key_soft_deleted with recoverable_until = scheduledPurgeDate, and key_destroyed only when a
+// purge succeeded or no key was left (shared/adapters/package_keys.py, shared/services/sweep.py).
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   name: name
   location: location

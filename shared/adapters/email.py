@@ -25,7 +25,11 @@ class SmtpEmailSender:
         mail["From"] = self._sender
         mail["To"] = message.to
         mail["Subject"] = message.subject
-        mail["Message-ID"] = make_msgid(domain=self._sender.rsplit("@", 1)[-1])
+        domain = self._sender.rsplit("@", 1)[-1]
+        # The same event gives the same Message-ID: a repeat, if one ever slips through, is recognisable.
+        mail["Message-ID"] = (
+            f"<{message.idempotency_key}@{domain}>" if message.idempotency_key else make_msgid(domain=domain)
+        )
         mail.set_content(message.text)
         mail.add_alternative(message.html, subtype="html")
         try:

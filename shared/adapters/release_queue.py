@@ -6,12 +6,17 @@ Messages are base64 text, the Functions queue extension's default encoding, hold
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 
-from azure.core.exceptions import AzureError, ResourceExistsError, ServiceRequestError
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError, ServiceRequestError
 from azure.storage.queue import QueueClient
 
 from shared.errors import UNREACHABLE, StorageUnavailable
+from shared.ports import Poisoned
+
+BLOB_POISON_QUEUE = "webjobs-blobtrigger-poison"  # where the host puts a staged blob it gave up on
 
 
 class StorageReleaseQueue:
@@ -36,3 +41,44 @@ class StorageReleaseQueue:
             raise StorageUnavailable(f"queueing the release of {package_id}: {UNREACHABLE}") from exc
         except AzureError as exc:
             raise StorageUnavailable(f"queueing the release of {package_id}: {type(exc).__name__}") from exc
+
+
+class StoragePoisonWatch:
+    """Peeks the release queue's ``-poison`` twin and the blob trigger's poison queue."""
+
+    def __init__(self, queues: list[QueueClient]) -> None:
+        self._queues = queues
+
+    def poisoned(self) -> list[Poisoned]:
+        found = []
+        for client in self._queues:
+            try:
+                messages = list(client.peek_messages(max_messages=32))
+            except ResourceNotFoundError:
+                continue  # nothing was ever poisoned there
+            except AzureError as exc:
+                raise StorageUnavailable(f"reading {client.queue_name}: {type(exc).__name__}") from exc
+            for message in messages:
+                what, package_id = _what(message.content)
+                found.append(Poisoned(client.queue_name, message.id, what, package_id))
+        return found
+
+
+def _what(content: object) -> tuple[str, str | None]:
+    text = str(content)
+    try:
+        body = json.loads(text)
+    except ValueError:
+        try:  # the host's default encoding is base64 text
+            body = json.loads(base64.b64decode(text, validate=True))
+        except (ValueError, binascii.Error):
+            return "an unreadable message", None
+    if not isinstance(body, dict):
+        return "an unreadable message", None
+    if "package_id" in body:
+        return f"the release of package {body['package_id']}", str(body["package_id"])
+    if "BlobName" in body:
+        blob = str(body["BlobName"])
+        package = blob.split("/")[0] if blob.endswith("/manifest.json") else None
+        return f"the staged blob {body.get('ContainerName', '?')}/{blob}", package
+    return "an unreadable message", None

@@ -1,7 +1,9 @@
 """Registry of packages and grants in Azure Table Storage (Azurite serves the same API).
 
 Tables: ``<prefix>packages`` (PartitionKey = package id), ``<prefix>grants`` (PartitionKey =
-package id, RowKey = grant id), ``<prefix>signoffs`` (PartitionKey = package id, RowKey = role)
+package id, RowKey = ``recipient-<index>``: one grant per recipient, enforced by the store's
+insert-if-absent; the unguessable grant id is a property), ``<prefix>signoffs`` (PartitionKey =
+package id, RowKey = role)
 and ``<prefix>signofftokens`` (PartitionKey = SHA-256 of a sign-off token, RowKey = "token": which
 sign-off it was issued for; the token itself is stored nowhere). Every update is conditional on the ETag the
 record was read with; a lost race raises ``ConcurrencyConflict`` instead of overwriting.
@@ -23,6 +25,12 @@ from shared.domain.records import GrantRecord, GrantStatus, PackageRecord, Packa
 from shared.errors import UNREACHABLE, ConcurrencyConflict, StorageUnavailable
 
 _PACKAGE_ROW = "package"
+
+
+def _grant_row(record: GrantRecord) -> str:
+    return f"recipient-{record.recipient_index:02d}"
+
+
 _TOKEN_ROW = "token"
 _LIST_FIELDS = {"rejection_reasons", "ip_ranges"}  # tables have no list type: stored as JSON text
 _R = TypeVar("_R", bound=BaseModel)
@@ -136,14 +144,15 @@ class TableRegistry:
         return self._query(self._packages, PackageRecord, {"status": status.value} if status else {})
 
     def get_grant(self, grant_id: str) -> GrantRecord | None:
-        found = self._query(self._grants, GrantRecord, {"RowKey": grant_id})
+        found = self._query(self._grants, GrantRecord, {"grant_id": grant_id})
         return found[0] if found else None
 
     def create_grant(self, record: GrantRecord) -> GrantRecord:
-        return self._create(self._grants, GrantRecord, record, record.package_id, record.grant_id)
+        """Insert-if-absent on (package, recipient): a second worker gets ConcurrencyConflict."""
+        return self._create(self._grants, GrantRecord, record, record.package_id, _grant_row(record))
 
     def update_grant(self, record: GrantRecord) -> GrantRecord:
-        return self._update(self._grants, record, record.package_id, record.grant_id)
+        return self._update(self._grants, record, record.package_id, _grant_row(record))
 
     def list_grants(self, package_id: str | None = None, status: GrantStatus | None = None) -> list[GrantRecord]:
         conditions: dict[str, str] = {}

@@ -84,6 +84,7 @@ class PackageRecord(_Record):
     key_released_at: datetime | None = None
     key_released_by: str | None = None
     key_destroyed_at: datetime | None = None
+    key_recoverable_until: datetime | None = None  # key soft-deleted, not purged: Key Vault purges it then
     signoff_mode: str | None = None  # "required" or "manifest": how this package was approved
     signoff_requested_at: datetime | None = None
     signoff_deadline: datetime | None = None  # the timer rejects the package if sign-off is still incomplete

@@ -54,16 +54,16 @@ class DeliverService:
     def deliver(self, package_id: str) -> PackageRecord | None:
         """Grant and notify a sealed package; a package in any other state is left as it is."""
         record = self._registry.get_package(package_id)
-        if record is not None and record.status == PackageStatus.GRANTED:  # an earlier try finished all but this
+        if record is not None and record.status == PackageStatus.GRANTED:  # an earlier try may have stopped short
+            self._record_granted(record)
             self._staging.delete_blobs(self._config.staging_container, [names.manifest_blob(package_id)])
         if record is None or record.status != PackageStatus.SEALED:
             return record
         manifest = load_manifest(self._records, self._config.records_container, package_id)
         if manifest.method == Method.STORAGE_EXPLORER:
-            details: dict[str, object] = {"grants": [g.grant_id for g in self._grant(record, manifest)]}
+            self._grant(record, manifest)
         else:
             record = self._notify_encrypted(record, manifest)
-            details = {"method": manifest.method.value}
         now = self._clock.now()
         try:
             done = self._registry.update_package(
@@ -71,10 +71,16 @@ class DeliverService:
             )
         except ConcurrencyConflict:
             return self._registry.get_package(package_id)  # finished by another worker
-        self._audit.append(package_id, "granted", ACTOR, {**details, "signoff_mode": record.signoff_mode})
+        self._record_granted(done)
         self._staging.delete_blobs(self._config.staging_container, [names.manifest_blob(package_id)])
         logger.info("package %s delivered (%s)", package_id, manifest.method.value)
         return done
+
+    def _record_granted(self, record: PackageRecord) -> None:
+        details: dict[str, object] = {"method": record.method, "signoff_mode": record.signoff_mode}
+        if record.method == Method.STORAGE_EXPLORER:
+            details["grants"] = [g.grant_id for g in self._registry.list_grants(package_id=record.package_id)]
+        self._audit.append(record.package_id, "granted", ACTOR, details, event_id=f"granted:{record.manifest_sha256}")
 
     # -- download links ---------------------------------------------------------------------
 
@@ -86,20 +92,24 @@ class DeliverService:
         for index, recipient in enumerate(manifest.recipients):
             if index in existing:
                 continue
-            grant = self._registry.create_grant(
-                GrantRecord(
-                    grant_id=secrets.token_hex(16),
-                    package_id=package_id,
-                    recipient_index=index,
-                    recipient_name=recipient.name,
-                    recipient_email=recipient.email,
-                    policy_id=f"p{secrets.token_hex(12)}",
-                    ip_ranges=list(recipient.ip_ranges),
-                    status=GrantStatus.ACTIVE,
-                    created_at=now,
-                    expires_at=now + timedelta(hours=manifest.expires_in_hours),
+            try:  # insert-if-absent on (package, recipient): one grant whatever the number of workers
+                grant = self._registry.create_grant(
+                    GrantRecord(
+                        grant_id=secrets.token_hex(16),
+                        package_id=package_id,
+                        recipient_index=index,
+                        recipient_name=recipient.name,
+                        recipient_email=recipient.email,
+                        policy_id=f"p{secrets.token_hex(12)}",
+                        ip_ranges=list(recipient.ip_ranges),
+                        status=GrantStatus.ACTIVE,
+                        created_at=now,
+                        expires_at=now + timedelta(hours=manifest.expires_in_hours),
+                    )
                 )
-            )
+            except ConcurrencyConflict:  # another worker made it first: use theirs
+                existing = {g.recipient_index: g for g in self._registry.list_grants(package_id=package_id)}
+                continue
             existing[index] = grant
             self._audit.append(
                 package_id,
@@ -112,6 +122,7 @@ class DeliverService:
                     "expires_at": grant.expires_at.isoformat(),
                     "signoff_mode": record.signoff_mode,
                 },
+                event_id=f"grant_created:{grant.grant_id}",
             )
         grants = [existing[i] for i in sorted(existing)]
         active = [g for g in grants if g.status == GrantStatus.ACTIVE]
@@ -127,13 +138,18 @@ class DeliverService:
             if grant.notified_at is not None:
                 continue
             links = self._links.links(container, grant.policy_id, grant.ip_ranges)
+            # The outbox sends this once per grant, whoever gets here first.
             self._email.send(notifications.recipient_links(manifest, grant, links, self._config.system_manager_email))
-            self._registry.update_grant(grant.model_copy(update={"notified_at": self._clock.now()}))
+            try:
+                self._registry.update_grant(grant.model_copy(update={"notified_at": self._clock.now()}))
+            except ConcurrencyConflict:
+                pass  # another worker recorded it
             self._audit.append(
                 package_id,
                 "recipient_notified",
                 ACTOR,
                 {"grant_id": grant.grant_id, "recipient": grant.recipient_email, "links": len(links)},
+                event_id=f"recipient_notified:{grant.grant_id}",
             )
         self._email.send(notifications.manager_granted(manifest, grants, self._config.system_manager_email))
         return grants

@@ -55,19 +55,25 @@ class EndGrantService:
         return {"package_id": package_id, "grants": [g.public_view() for g in grants]}
 
     def end(self, grant: GrantRecord, to: GrantStatus, actor: str, reason: str | None = None) -> GrantRecord:
-        """Revoke or expire ``grant``: the token dies now, the manager is told, and it is recorded."""
+        """Revoke or expire ``grant``: the token dies now, it is recorded, and the manager is told once.
+
+        The ETag-conditional state write decides between concurrent callers: the losers return the
+        grant as the winner left it. An already ended grant gets its missing audit entry and notice
+        (a crash between the state write and the audit append loses nothing).
+        """
         for _ in range(5):
             if grant.status != GrantStatus.ACTIVE:
+                self._record_end(grant)
                 return grant
             self._delivery.update_policies(names.egress_container(grant.package_id), add=[], remove=[grant.policy_id])
             now = self._clock.now()
             if to == GrantStatus.REVOKED:
                 ended = grant.transition(to, revoked_at=now, revoked_by=actor, revoke_reason=reason, ended_at=now)
-                what, action = "was revoked", "grant_revoked"
             else:
                 ended = grant.transition(to, ended_at=now)
-                what, action = "expired", "grant_expired"
-            self._email.send(notifications.manager_grant_ended(ended, what, self._manager))
+            # Told before the record changes, so a failed email leaves the grant active (its link is
+            # already dead) and a repeat or the next sweep tells them; the outbox sends it once.
+            self._notify(ended)
             try:
                 saved = self._registry.update_grant(ended)
             except ConcurrencyConflict:
@@ -75,10 +81,26 @@ class EndGrantService:
                 assert fresh is not None
                 grant = fresh
                 continue
-            details: dict[str, object] = {"grant_id": grant.grant_id, "recipient": grant.recipient_email}
-            if to == GrantStatus.REVOKED:
-                details["reason"] = reason
-            self._audit.append(grant.package_id, action, actor, details)
-            logger.info("grant %s of %s %s (%s)", grant.grant_id, grant.package_id, what, actor)
+            self._record_end(saved)
+            logger.info("grant %s of %s ended: %s (%s)", grant.grant_id, grant.package_id, saved.status, actor)
             return saved
         raise ConcurrencyConflict(f"grant {grant.grant_id} kept changing while it was being ended; try again")
+
+    def _record_end(self, grant: GrantRecord) -> None:
+        """Audit entry and manager notice of an ended grant, each once (event id and outbox)."""
+        revoked = grant.status == GrantStatus.REVOKED
+        details: dict[str, object] = {"grant_id": grant.grant_id, "recipient": grant.recipient_email}
+        if revoked:
+            details["reason"] = grant.revoke_reason
+        self._audit.append(
+            grant.package_id,
+            "grant_revoked" if revoked else "grant_expired",
+            (grant.revoked_by or "unknown") if revoked else EXPIRY_ACTOR,
+            details,
+            event_id=f"grant_ended:{grant.grant_id}",
+        )
+        self._notify(grant)
+
+    def _notify(self, grant: GrantRecord) -> None:
+        what = "was revoked" if grant.status == GrantStatus.REVOKED else "expired"
+        self._email.send(notifications.manager_grant_ended(grant, what, self._manager))

@@ -57,8 +57,10 @@ class OverviewService:
             "key_released_at": _iso(record.key_released_at),
             "key_released_by": record.key_released_by,
             "key_destroyed_at": _iso(record.key_destroyed_at),
+            "key_recoverable_until": _iso(record.key_recoverable_until),
             "grants": [g.public_view() for g in self._registry.list_grants(package_id=package_id)],
             "audit": [e.model_dump(mode="json") for e in self._audit.read(package_id)],
+            "audit_anchor": anchor.model_dump() if (anchor := self._audit.anchor(package_id)) else None,
         }
 
     def _files(self, record: PackageRecord) -> list[dict[str, Any]]:

@@ -87,12 +87,21 @@ class SealService:
             logger.info("release of %s: it is %s and not signed off; nothing to do", package_id, record.status)
             return None
         manifest = load_manifest(self._staging, self._config.records_container, package_id)
-        if record.status == PackageStatus.SEALED:  # an earlier try sealed it; finish its clean-up
+        if record.status == PackageStatus.SEALED:  # an earlier try sealed it; finish what it left
+            self._record_sealed(record, manifest, {"files": len(manifest.files), "bytes": manifest.total_bytes})
             self._remove_staged(manifest)
             return record
         try:
             details = self._encrypt(manifest) if manifest.method != Method.STORAGE_EXPLORER else self._copy(manifest)
         except _Changed as exc:
+            fresh = self._registry.get_package(package_id)
+            if fresh is not None and fresh.status in (
+                PackageStatus.SEALED,
+                PackageStatus.GRANTED,
+                PackageStatus.CLOSED,
+            ):
+                return fresh  # another worker sealed it and moved the staged files: what we saw missing is theirs
+            self._discard(manifest)  # nothing that was not signed off stays deliverable
             self._reject_changed(record, manifest, exc.reasons)
             return None
         now = self._clock.now()
@@ -102,9 +111,19 @@ class SealService:
             )
         except ConcurrencyConflict:
             return self._registry.get_package(package_id)  # sealed by another worker
-        self._audit.append(package_id, "sealed", ACTOR, {**details, "manifest_sha256": record.manifest_sha256})
+        self._record_sealed(record, manifest, details)
         self._remove_staged(manifest)
         return sealed
+
+    def _record_sealed(self, record: PackageRecord, manifest: Manifest, details: dict[str, Any]) -> None:
+        """Idempotent: a retry after a crash between the state write and this append adds it once."""
+        self._audit.append(
+            record.package_id,
+            "sealed",
+            ACTOR,
+            {**details, "manifest_sha256": record.manifest_sha256},
+            event_id=f"sealed:{record.manifest_sha256}",
+        )
 
     def _remove_staged(self, manifest: Manifest) -> None:
         """Staged files go only once the sealed copy verified and the package is recorded sealed."""
@@ -136,7 +155,6 @@ class SealService:
 
         problems = [p for p in parallel_map(copy_and_check, list(manifest.files), self._config.workers) if p]
         if problems:
-            self._delivery.delete_container(container)  # nothing that was not signed off stays deliverable
             raise _Changed(problems)
         wanted = manifest.file_map()
         stale = [b.name for b in self._delivery.list_blobs(container, "") if b.name not in wanted]
@@ -189,12 +207,7 @@ class SealService:
                 "encrypted_sha256": target.sha.hexdigest(),
             }
 
-        try:
-            files = parallel_map(encrypt, list(manifest.files), self._config.workers)
-        except _Changed:
-            done = [b.name for b in self._delivery.list_blobs(container, prefix)]
-            self._delivery.delete_blobs(container, done)
-            raise
+        files = parallel_map(encrypt, list(manifest.files), self._config.workers)
         encrypted = {
             "package_id": package_id,
             "title": manifest.title,
@@ -213,6 +226,13 @@ class SealService:
             "bytes": manifest.total_bytes,
             "encrypted": True,
         }
+
+    def _discard(self, manifest: Manifest) -> None:
+        if manifest.method == Method.STORAGE_EXPLORER:
+            self._delivery.delete_container(names.egress_container(manifest.package_id))
+            return
+        container, prefix = names.encrypted_location(manifest.package_id, manifest.method, self._config.sftp_container)
+        self._delivery.delete_blobs(container, [b.name for b in self._delivery.list_blobs(container, prefix)])
 
     def _reject_changed(self, record: PackageRecord, manifest: Manifest, reasons: list[str]) -> None:
         try:

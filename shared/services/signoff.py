@@ -135,11 +135,21 @@ class SignoffService:
         if principal:
             details["principal"] = principal
         if decision == Choice.APPROVE:
-            self._audit.append(package.package_id, "signoff_approved", record.email, {**details, "tier": tier})
+            self._audit.append(
+                package.package_id,
+                "signoff_approved",
+                record.email,
+                {**details, "tier": tier},
+                event_id=f"signoff_decided:{record.role.value}:{record.manifest_sha256}",
+            )
             status = self._after_approval(package.package_id)
         else:
             self._audit.append(
-                package.package_id, "signoff_refused", record.email, {**details, "comment": saved.comment}
+                package.package_id,
+                "signoff_refused",
+                record.email,
+                {**details, "comment": saved.comment},
+                event_id=f"signoff_decided:{record.role.value}:{record.manifest_sha256}",
             )
             status = self._refuse(package, saved)
         logger.info("package %s: the %s %s", package.package_id, record.role, saved.status)
@@ -208,6 +218,7 @@ class SignoffService:
             "refused",
             refusal.email,
             {"role": refusal.role.value, "comment": refusal.comment},
+            event_id=f"refused:{package.manifest_sha256}",
         )
         return refused.status
 
@@ -257,6 +268,7 @@ class SignoffService:
             "signoff_completed",
             ACTOR,
             {"mode": "required", "tier": result.tier, "manifest_sha256": package.manifest_sha256},
+            event_id=f"signoff_completed:{package.manifest_sha256}",
         )
         try:
             self._email.send(

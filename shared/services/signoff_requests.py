@@ -83,6 +83,7 @@ def request_signoffs(
                 "email": decision.email,
                 "link_expires_at": record.token_expires_at.isoformat(),
             },
+            event_id=f"signoff_requested:{decision.role.value}:{record.token_hash}",
         )
         sent.append(record)
     return sent

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from shared.domain import names
@@ -16,7 +16,7 @@ from shared.domain.manifest import Method
 from shared.domain.records import GrantRecord, GrantStatus, PackageRecord, PackageStatus
 from shared.domain.signoff import SignoffStatus
 from shared.errors import ConcurrencyConflict, EgressError
-from shared.ports import AuditTrail, BlobStore, Clock, EmailSender, PackageKeys, Registry, ReleaseQueue
+from shared.ports import AuditTrail, BlobStore, Clock, EmailSender, PackageKeys, PoisonWatch, Registry, ReleaseQueue
 from shared.services import notifications
 from shared.services.config import PipelineConfig
 from shared.services.rejection import reject
@@ -40,6 +40,8 @@ class SweepReport:
     keys_destroyed: list[str] = field(default_factory=list)
     signoff_timed_out: list[str] = field(default_factory=list)
     requeued: list[str] = field(default_factory=list)
+    stuck: list[str] = field(default_factory=list)
+    poisoned: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
 
 
@@ -54,9 +56,11 @@ class SweepService:
         email: EmailSender,
         queue: ReleaseQueue,
         grants: GrantEnder,
+        poison: PoisonWatch,
         clock: Clock,
         config: PipelineConfig,
     ) -> None:
+        self._poison = poison
         self._registry = registry
         self._delivery = delivery
         self._keys = keys
@@ -79,11 +83,10 @@ class SweepService:
         for package in self._registry.list_packages(status=PackageStatus.AWAITING_SIGNOFF):
             if package.signoff_deadline is not None and package.signoff_deadline <= now:
                 self._attempt(report, package.package_id, lambda p=package: self._time_out(p, report))
-        for package in self._registry.list_packages(status=PackageStatus.PROCESSING):
-            done = package.signoff_completed_at
-            if done is not None and done + self._config.stuck_after <= now:
-                self._queue.send(package.package_id, package.manifest_sha256)  # release is idempotent
-                report.requeued.append(package.package_id)
+        for status in (PackageStatus.PROCESSING, PackageStatus.SEALED):
+            for package in self._registry.list_packages(status=status):
+                self._attempt(report, package.package_id, lambda p=package: self._unstick(p, now, report))
+        self._attempt(report, "poison queues", lambda: self._report_poison(report))
         logger.info(
             "sweep: %d grant(s) expired, %d package(s) closed, %d key(s) destroyed, %d sign-off(s) timed out",
             len(report.expired),
@@ -114,11 +117,20 @@ class SweepService:
             if expires_at is None or expires_at > now:
                 return
             if package.key_destroyed_at is None:
-                self._keys.delete(package.package_id)
+                # The key can no longer be released from now on; whether a copy can still be
+                # recovered from the vault, and until when, is recorded as it is.
+                deletion = self._keys.delete(package.package_id)
+                until = deletion.recoverable_until if deletion.state == "soft_deleted" else None
                 package = self._registry.update_package(
-                    package.model_copy(update={"key_destroyed_at": now, "updated_at": now})
+                    package.model_copy(
+                        update={"key_destroyed_at": now, "key_recoverable_until": until, "updated_at": now}
+                    )
                 )
-                self._audit.append(package.package_id, "key_destroyed", ACTOR, {})
+                if deletion.state == "soft_deleted":
+                    details = {"recoverable_until": until.isoformat() if until else None}
+                    self._audit.append(package.package_id, "key_soft_deleted", ACTOR, details)
+                else:
+                    self._audit.append(package.package_id, "key_destroyed", ACTOR, {"state": deletion.state})
                 report.keys_destroyed.append(package.package_id)
             if expires_at + self._config.retention > now:
                 return
@@ -143,6 +155,54 @@ class SweepService:
         closed = self._registry.update_package(package.transition(PackageStatus.CLOSED, closed_at=now, updated_at=now))
         self._audit.append(closed.package_id, "closed", ACTOR, {"deleted": deleted})
         report.closed.append(closed.package_id)
+
+    def _unstick(self, package: PackageRecord, now: datetime, report: SweepReport) -> None:
+        """A signed-off package whose release did not finish is queued again (release is idempotent),
+        each time the interval doubles (backoff); one stuck far longer is reported to the manager once."""
+        since = package.signoff_completed_at if package.status == PackageStatus.PROCESSING else package.sealed_at
+        since = since or package.updated_at
+        waited = now - since
+        limit = self._config.stuck_after
+        if waited < limit:
+            return
+        signed_off = package.signoff_completed_at is not None
+        if signed_off:
+            # Re-queue at limit, 2*limit, 4*limit ... after the moment it should have moved on.
+            step = limit
+            while step * 2 <= waited:
+                step *= 2
+            if waited - step < self._sweep_period(limit):
+                self._queue.send(package.package_id, package.manifest_sha256)
+                report.requeued.append(package.package_id)
+        if waited >= limit * 6 or not signed_off:
+            what = (
+                "Its release has been queued again with growing intervals; if it stays, read the host's log."
+                if signed_off
+                else "Intake broke off before it finished; stage the manifest again to check the package again."
+            )
+            self._email.send(
+                notifications.manager_stuck(
+                    package.package_id, package.status.value, since, limit, what, self._config.system_manager_email
+                )
+            )
+            report.stuck.append(package.package_id)
+
+    @staticmethod
+    def _sweep_period(limit: timedelta) -> timedelta:
+        return min(limit, timedelta(minutes=5))  # the timer's default period: a re-queue fires once per step
+
+    def _report_poison(self, report: SweepReport) -> None:
+        for poisoned in self._poison.poisoned():
+            self._email.send(
+                notifications.manager_poisoned(
+                    poisoned.queue,
+                    poisoned.message_id,
+                    poisoned.what,
+                    poisoned.package_id,
+                    self._config.system_manager_email,
+                )
+            )
+            report.poisoned.append(poisoned.message_id)
 
     def _time_out(self, package: PackageRecord, report: SweepReport) -> None:
         pending = [

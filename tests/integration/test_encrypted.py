@@ -14,7 +14,7 @@ import azure.functions as func
 import pytest
 from click.testing import CliRunner
 
-from cli.main import main as egress_cli
+from egress_cli.main import main as egress_cli
 from shared.adapters.age_crypto import AgeCrypto
 from shared.adapters.package_keys import LocalPackageKeys
 from shared.bootstrap import Services
@@ -75,7 +75,7 @@ def test_sftp_round_trip_with_the_real_age_tool(
 
     mails = smtp.to(RECIPIENT)
     assert len(mails) == 2
-    assert "1 of 2" in mails[0]["Subject"] and "2 of 2" in mails[1]["Subject"]
+    assert "1 of 3" in mails[0]["Subject"] and "2 of 3" in mails[1]["Subject"]
     assert "sftp://" in body_text(mails[0]) and "Username: egress" in body_text(mails[1])
     assert "sftp://" not in body_text(mails[1]), "address and connection details travel separately"
     encrypted = fetch(services, package_id, "sftp", tmp_path / "arrived")
@@ -162,7 +162,9 @@ def test_physical_disk_and_cli_decrypt(services: Services, blob_service, smtp: S
     runner = CliRunner()
     disk = tmp_path / "disk"
     written = runner.invoke(
-        egress_cli, ["--settings", str(settings_file), "write-disk", package_id, str(disk)], catch_exceptions=False
+        egress_cli,
+        ["--settings", str(settings_file), "write-disk", package_id, str(disk), "--create"],
+        catch_exceptions=False,
     )
     assert written.exit_code == 0, written.output
     assert "read them back: all match" in written.output
@@ -284,6 +286,11 @@ def test_expiry_destroys_the_key_and_retention_closes(services: Services, blob_s
     assert report.keys_destroyed == [package_id]
     with pytest.raises(NotFound):
         LocalPackageKeys(Path(services.settings.local_secrets_dir)).get(package_id)
+    # The local key file is unlinked: nothing to recover, so "key_destroyed" and no recovery date.
+    destroyed = services.audit.read(package_id)[-1]
+    assert (destroyed.action, destroyed.details) == ("key_destroyed", {"state": "purged"})
+    expired = services.registry.get_package(package_id)
+    assert expired is not None and expired.key_destroyed_at is not None and expired.key_recoverable_until is None
     with pytest.raises(Conflict):
         services.key_release.release(package_id, "sm")
     clock.offset = timedelta(hours=49 + 25)

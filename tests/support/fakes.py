@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import itertools
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -16,7 +17,7 @@ from typing import Any, BinaryIO, TypeVar
 
 from pydantic import BaseModel
 
-from shared.domain.audit import AuditEntry, make_entry
+from shared.domain.audit import AuditAnchor, AuditEntry, make_entry
 from shared.domain.manifest import Role
 from shared.domain.records import GrantRecord, GrantStatus, PackageRecord, PackageStatus, SignoffRecord
 from shared.errors import ConcurrencyConflict, NotFound, StorageUnavailable
@@ -93,13 +94,13 @@ class FakeRegistry:
 
     def get_grant(self, grant_id: str) -> GrantRecord | None:
         self.faults.tick("get grant")
-        return next((r for k, r in self.rows.items() if k[0] == "g" and k[2] == grant_id), None)  # type: ignore[return-value]
+        return next((r for k, r in self.rows.items() if k[0] == "g" and r.grant_id == grant_id), None)  # type: ignore[attr-defined]  # type: ignore[return-value]
 
     def create_grant(self, record: GrantRecord) -> GrantRecord:
-        return self._create(("g", record.package_id, record.grant_id), record)
+        return self._create(("g", record.package_id, f"recipient-{record.recipient_index}"), record)
 
     def update_grant(self, record: GrantRecord) -> GrantRecord:
-        return self._update(("g", record.package_id, record.grant_id), record)
+        return self._update(("g", record.package_id, f"recipient-{record.recipient_index}"), record)
 
     def list_grants(self, package_id: str | None = None, status: GrantStatus | None = None) -> list[GrantRecord]:
         self.faults.tick("list grants")
@@ -129,12 +130,20 @@ class FakeRegistry:
 
 
 class FakeAudit:
+    """The audit port in memory, with event ids and an anchor like the real one."""
+
     def __init__(self, clock: FakeClock) -> None:
         self.clock = clock
         self.chains: dict[str, list[AuditEntry]] = {}
 
-    def append(self, package_id: str, action: str, actor: str, details: dict[str, Any]) -> AuditEntry:
+    def append(
+        self, package_id: str, action: str, actor: str, details: dict[str, Any], event_id: str | None = None
+    ) -> AuditEntry:
         chain = self.chains.setdefault(package_id, [])
+        if event_id is not None:
+            done = next((e for e in chain if e.event_id == event_id), None)
+            if done is not None:
+                return done
         entry = make_entry(
             chain[-1] if chain else None,
             at=self.clock.now(),
@@ -142,6 +151,7 @@ class FakeAudit:
             action=action,
             actor=actor,
             details=details,
+            event_id=event_id,
         )
         chain.append(entry)
         return entry
@@ -149,8 +159,34 @@ class FakeAudit:
     def read(self, package_id: str) -> list[AuditEntry]:
         return list(self.chains.get(package_id, []))
 
+    def anchor(self, package_id: str) -> AuditAnchor | None:
+        chain = self.chains.get(package_id)
+        return AuditAnchor(count=len(chain), head_hash=chain[-1].hash) if chain else None
+
     def actions(self, package_id: str) -> list[str]:
         return [e.action for e in self.read(package_id)]
+
+
+class FakeOutbox:
+    def __init__(self) -> None:
+        self.rows: dict[str, dict[str, datetime | None]] = {}
+        self.lock = threading.Lock()
+
+    def claim(self, notice_id: str, now: datetime, lease: timedelta) -> bool:
+        with self.lock:
+            row = self.rows.get(notice_id)
+            if row is None or (row["sent_at"] is None and row["claimed_at"] + lease <= now):  # type: ignore[operator]
+                self.rows[notice_id] = {"claimed_at": now, "sent_at": None}
+                return True
+            return False
+
+    def mark_sent(self, notice_id: str, now: datetime) -> None:
+        with self.lock:
+            self.rows[notice_id]["sent_at"] = now
+
+    def release(self, notice_id: str) -> None:
+        with self.lock:
+            self.rows.pop(notice_id, None)
 
 
 class FakeEmail:

@@ -27,6 +27,9 @@ from shared.domain.audit import AuditAnchor, AuditEntry, make_entry
 from shared.errors import AuditCorrupt, ConcurrencyConflict, StorageUnavailable
 
 _ROW = "anchor"
+_INLINE_PENDING = 30_000
+_BLOB_MARK = "blob:"
+_PENDING_PREFIX = "pending/"
 
 
 def _count(row: dict[str, Any]) -> int:
@@ -108,7 +111,9 @@ class BlobAuditTrail:
         """Append the anchor's pending entry if its writer stopped before the blob had it."""
         if row is None or not row.get("pending") or len(entries) != _count(row) - 1:
             return entries, length
-        pending = AuditEntry.model_validate_json(row["pending"])
+        pending = self._pending_entry(package_id, str(row["pending"]))
+        if pending is None:
+            return entries, length
         if pending.prev_hash != (entries[-1].hash if entries else pending.prev_hash) or pending.seq != len(entries):
             return entries, length  # not the continuation of this blob: verification will say so
         try:
@@ -147,7 +152,7 @@ class BlobAuditTrail:
             "RowKey": _ROW,
             "count": EntityProperty(entry.seq + 1, EdmType.INT64),
             "head_hash": entry.hash,
-            "pending": entry.model_dump_json(),
+            "pending": self._stash(package_id, entry),
         }
         try:
             if etag is None:
@@ -165,6 +170,30 @@ class BlobAuditTrail:
         except AzureError as exc:
             raise StorageUnavailable(f"moving the audit anchor of {package_id}: {type(exc).__name__}") from exc
         return str(meta.get("etag"))
+
+    def _stash(self, package_id: str, entry: AuditEntry) -> str:
+        """The pending entry as the anchor holds it: inline when it fits a table property (32K
+        characters), else in a side blob named by the entry's hash (a rejection can carry 10,000 reasons)."""
+        text = entry.model_dump_json()
+        if len(text) <= _INLINE_PENDING:
+            return text
+        name = f"{_PENDING_PREFIX}{package_id}/{entry.hash}.json"
+        try:
+            self._container.get_blob_client(name).upload_blob(text.encode("utf-8"), overwrite=True)
+        except AzureError as exc:
+            raise StorageUnavailable(f"writing the audit trail of {package_id}: {type(exc).__name__}") from exc
+        return f"{_BLOB_MARK}{name}"
+
+    def _pending_entry(self, package_id: str, held: str) -> AuditEntry | None:
+        if not held.startswith(_BLOB_MARK):
+            return AuditEntry.model_validate_json(held)
+        try:
+            raw = self._container.get_blob_client(held[len(_BLOB_MARK) :]).download_blob().readall()
+        except ResourceNotFoundError:
+            return None  # the verification will report the gap
+        except AzureError as exc:
+            raise StorageUnavailable(f"reading the audit trail of {package_id}: {type(exc).__name__}") from exc
+        return AuditEntry.model_validate_json(raw)
 
     def _clear_pending(self, package_id: str, etag: str) -> None:
         """The entry is in the blob: from now on a missing last entry is a dropped tail, not a crash."""

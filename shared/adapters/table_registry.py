@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ServiceRequestError
-from azure.data.tables import TableClient, TableServiceClient, UpdateMode
+from azure.data.tables import EdmType, EntityProperty, TableClient, TableServiceClient, UpdateMode
 from pydantic import BaseModel
 
 from shared.domain.manifest import Role
@@ -35,16 +35,60 @@ _TOKEN_ROW = "token"
 _LIST_FIELDS = {"rejection_reasons", "ip_ranges"}  # tables have no list type: stored as JSON text
 _R = TypeVar("_R", bound=BaseModel)
 
+# A string property holds at most 64 KiB of UTF-16, 32,768 code units (Azure and Azurite both refuse
+# more with PropertyValueTooLarge). The JSON is written with ensure_ascii, so one character is one
+# code unit. Below the limit with room to spare: a longer rejection list is stored cut short.
+MAX_LIST_JSON = 32_000
+
+
+def _int64(value: int) -> EntityProperty:
+    """An int as Edm.Int64: the SDK writes a plain int as Int32 and refuses one past 2**31 - 1."""
+    return EntityProperty(value, EdmType.INT64)
+
+
+def _bounded_reasons(reasons: list[str], package_id: str) -> str:
+    """``reasons`` as JSON of at most ``MAX_LIST_JSON`` characters.
+
+    When the whole list does not fit, the first reasons that do are kept and a last entry says how
+    many more there are and where they all are: the ``rejected`` audit entry holds every reason.
+    """
+    pieces: list[str] = []
+    used = 2  # the brackets
+    for reason in reasons:
+        piece = json.dumps(reason)
+        used += len(piece) + (2 if pieces else 0)  # with its ", " separator
+        if used > MAX_LIST_JSON:
+            break
+        pieces.append(piece)
+    else:
+        return "[" + ", ".join(pieces) + "]"
+    # Cut short: make room for the summary (sized for the widest count it can have).
+    widest = json.dumps(_more_reasons(len(reasons), package_id))
+    used = 2 + sum(len(p) + 2 for p in pieces)
+    while pieces and used + len(widest) > MAX_LIST_JSON:
+        used -= len(pieces.pop()) + 2
+    summary = json.dumps(_more_reasons(len(reasons) - len(pieces), package_id))
+    return "[" + ", ".join([*pieces, summary]) + "]"
+
+
+def _more_reasons(more: int, package_id: str) -> str:
+    what = "reason" if more == 1 else "reasons"
+    return f"... {more:,} more {what}; the full list is in the audit trail (egress audit {package_id})"
+
 
 def _to_entity(record: BaseModel, partition: str, row: str) -> dict[str, Any]:
     entity: dict[str, Any] = {"PartitionKey": partition, "RowKey": row}
     for key, value in record.model_dump(mode="python").items():
         if value is None:
             continue
-        if isinstance(value, list):
+        if key == "rejection_reasons":
+            entity[key] = _bounded_reasons(value, partition)
+        elif isinstance(value, list):
             entity[key] = json.dumps(value)
         elif hasattr(value, "value") and isinstance(value.value, str):  # StrEnum
             entity[key] = value.value
+        elif isinstance(value, int) and not isinstance(value, bool):  # counts and sizes pass 2**31 - 1
+            entity[key] = _int64(value)
         else:
             entity[key] = value
     return entity
@@ -52,6 +96,8 @@ def _to_entity(record: BaseModel, partition: str, row: str) -> dict[str, Any]:
 
 def _from_entity(model: type[_R], entity: dict[str, Any]) -> _R:
     data = {k: v for k, v in entity.items() if k not in ("PartitionKey", "RowKey")}
+    # Edm.Int64 (and any other typed value) comes back wrapped in an EntityProperty: plain values here
+    data = {k: v.value if isinstance(v, EntityProperty) else v for k, v in data.items()}
     for name in _LIST_FIELDS & data.keys():
         data[name] = json.loads(data[name])
     etag = entity.metadata.get("etag") if hasattr(entity, "metadata") else None

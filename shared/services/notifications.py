@@ -22,7 +22,7 @@ import hashlib
 import re
 import shlex
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -165,7 +165,75 @@ def manager_granted(manifest: Manifest, grants: list[GrantRecord], manager: str)
     )
 
 
+REASONS_SHOWN = 50  # reasons written out in the rejection email; the audit trail holds every one
+REASON_CHARS = 2_000  # one reason as the email shows it (a rejected manifest may hold a path of any length)
+
+# Reasons of one form, told as a count past the first REASONS_SHOWN: (is one of them, one, several).
+_REASON_KINDS: tuple[tuple[Callable[[str], bool], str, str], ...] = (
+    (
+        lambda r: r.startswith("file ") and r.endswith(" is listed in the manifest but was not staged"),
+        "more file is listed in the manifest but was not staged",
+        "more files are listed in the manifest but were not staged",
+    ),
+    (
+        lambda r: r.startswith("file ") and r.endswith(" was staged but is not in the manifest"),
+        "more file was staged but is not in the manifest",
+        "more files were staged but are not in the manifest",
+    ),
+    (
+        lambda r: r.startswith("file ") and r.endswith(" (truncated or replaced)"),
+        "more file has a size other than the manifest says (truncated or replaced)",
+        "more files have a size other than the manifest says (truncated or replaced)",
+    ),
+    (
+        lambda r: r.startswith("file ") and " has SHA-256 " in r and r.endswith(" as the manifest says"),
+        "more file has a SHA-256 other than the manifest says",
+        "more files have a SHA-256 other than the manifest says",
+    ),
+    (
+        lambda r: r.startswith("files[") and r.endswith(" is listed twice"),
+        "more path is listed twice in the manifest",
+        "more paths are listed twice in the manifest",
+    ),
+    (
+        lambda r: r.startswith("files[") and ".path " in r,
+        "more file path in the manifest is not allowed",
+        "more file paths in the manifest are not allowed",
+    ),
+)
+_OTHER_REASONS = ("more reason of another kind", "more reasons of other kinds")
+
+
+def _summarised(reasons: Sequence[str]) -> list[str]:
+    """The reasons past the first ``REASONS_SHOWN`` as counts by kind, in the order the kinds first appear."""
+    counts: dict[tuple[str, str], int] = {}
+    for reason in reasons:
+        kind = next(((one, many) for test, one, many in _REASON_KINDS if test(reason)), _OTHER_REASONS)
+        counts[kind] = counts.get(kind, 0) + 1
+    return [f"{n:,} {one if n == 1 else many}" for (one, many), n in counts.items()]
+
+
+def _reason_shown(reason: str) -> str:
+    if len(reason) <= REASON_CHARS:
+        return shown(reason)
+    return f"{shown(reason[:REASON_CHARS])}... ({len(reason) - REASON_CHARS:,} more characters)"
+
+
+def _reasons_digest(reasons: Sequence[str]) -> str:
+    """SHA-256 of the reasons joined by line feeds, without building the joined text."""
+    digest = hashlib.sha256()
+    for i, reason in enumerate(reasons):
+        digest.update(b"\n" if i else b"")
+        digest.update(reason.encode())
+    return digest.hexdigest()
+
+
 def manager_rejected(package_id: str, reasons: list[str], manager: str, digest: str) -> OutgoingEmail:
+    """Every reason up to ``REASONS_SHOWN``; past that, the rest counted by kind and the audit command.
+
+    Bounded whatever the manifest: 10,000 unstaged files of 1,024-character paths would otherwise
+    make an email of over 20 MB (ACS takes at most 10 MB).
+    """
     valid = is_valid_package_id(package_id)
     return _email(
         "manager_rejected",
@@ -173,10 +241,13 @@ def manager_rejected(package_id: str, reasons: list[str], manager: str, digest: 
         f"Data egress: {package_id} was rejected",
         # The reasons are part of the event: the same manifest rejected again for other reasons (files
         # fixed or broken anew) is told again; for the same reasons, once (the outbox keys on this).
-        f"rejected:{package_id}:{digest}:{hashlib.sha256(chr(10).join(reasons).encode()).hexdigest()[:16]}",
+        f"rejected:{package_id}:{digest}:{_reasons_digest(reasons)[:16]}",
         package_id=shown(package_id),
-        reasons=_lines(reasons),
+        reasons=[_reason_shown(r) for r in reasons[:REASONS_SHOWN]],
+        reason_count=len(reasons),
+        more_reasons=_summarised(reasons[REASONS_SHOWN:]),
         status_cmd=f"egress status {_arg(package_id)}" if valid else None,
+        audit_cmd=f"egress audit {_arg(package_id)}" if valid else None,
     )
 
 

@@ -7,9 +7,10 @@ on; all of them are returned together so the classification team can fix them in
 from __future__ import annotations
 
 import ipaddress
+from collections import Counter
 from dataclasses import dataclass, field
 
-from shared.domain.manifest import Manifest, Method, Role, email_domain
+from shared.domain.manifest import Manifest, Method, Role, email_domain, quoted
 
 MAX_RECIPIENTS = 5  # a container holds at most five stored access policies
 NEVER_LEAVES_TIER = 4
@@ -75,13 +76,20 @@ def sas_ip(value: str) -> str:
     return f"{network.network_address}-{network.broadcast_address}"
 
 
+def _shown(value: str) -> str:
+    """``value`` as written when it is plain printable text, else quoted with its invisible characters escaped."""
+    return value if value.isprintable() else quoted(value)
+
+
 def policy_problems(manifest: Manifest, config: PolicyConfig) -> list[str]:
-    """Every classification-policy rule ``manifest`` breaks (empty when it may leave)."""
+    """Every classification-policy rule ``manifest`` breaks (empty when it may leave).
+
+    Never raises, and takes time linear in the manifest's size (recipients are not bounded by the
+    schema: that they are at most five is one of the rules).
+    """
     reasons: list[str] = []
     cls = manifest.classification
-    by_role: dict[Role, int] = {}
-    for decision in cls.decisions:
-        by_role[decision.role] = by_role.get(decision.role, 0) + 1
+    by_role = Counter(decision.role for decision in cls.decisions)
     required = [Role.DATA_PROVIDER_REPRESENTATIVE, Role.INVESTIGATOR]
     highest = max(d.tier for d in cls.decisions)
     if max(highest, cls.tier) >= 2:
@@ -94,10 +102,9 @@ def policy_problems(manifest: Manifest, config: PolicyConfig) -> list[str]:
     for role, count in by_role.items():
         if count > 1:
             reasons.append(f"classification: the {role.value} decided {count} times; each role decides once")
-    emails = [d.email.lower() for d in cls.decisions]
-    duplicates = sorted({e for e in emails if emails.count(e) > 1})
-    for email in duplicates:
-        reasons.append(f"classification: {email} decided in more than one role; the people must be distinct")
+    emails = Counter(d.email.lower() for d in cls.decisions)
+    for email in sorted(e for e, n in emails.items() if n > 1):
+        reasons.append(f"classification: {_shown(email)} decided in more than one role; the people must be distinct")
     if cls.tier != highest:
         reasons.append(
             f"classification.tier is {cls.tier} but the highest decision is tier {highest}; "
@@ -108,7 +115,10 @@ def policy_problems(manifest: Manifest, config: PolicyConfig) -> list[str]:
         reasons.append("tier 4 outputs never leave the Safe Haven")
         return reasons
 
-    limit = config.tiers[tier]
+    limit = config.tiers.get(tier)
+    if limit is None:
+        reasons.append(f"tier {tier} has no release policy configured in this deployment; ask the system manager")
+        return reasons
     if not 1 <= manifest.expires_in_hours <= limit.max_expiry_hours:
         reasons.append(
             f"expires_in_hours is {manifest.expires_in_hours}; at tier {tier} it must be 1 to {limit.max_expiry_hours}"
@@ -116,14 +126,17 @@ def policy_problems(manifest: Manifest, config: PolicyConfig) -> list[str]:
     if not 1 <= len(manifest.recipients) <= MAX_RECIPIENTS:
         reasons.append(f"recipients: {len(manifest.recipients)} listed; 1 to {MAX_RECIPIENTS} are allowed")
     provider = next((d for d in cls.decisions if d.role == Role.DATA_PROVIDER_REPRESENTATIVE), None)
-    recipient_emails = [r.email.lower() for r in manifest.recipients]
+    seen: set[str] = set()
+    ip_problems: dict[str, str | None] = {}
     for i, recipient in enumerate(manifest.recipients):
-        if recipient_emails.count(recipient.email.lower()) > 1 and recipient_emails.index(recipient.email.lower()) < i:
-            reasons.append(f"recipients[{i}]: {recipient.email} is listed twice")
+        email = recipient.email.lower()
+        if email in seen:
+            reasons.append(f"recipients[{i}]: {_shown(recipient.email)} is listed twice")
+        seen.add(email)
         if limit.same_domain and provider is not None and email_domain(recipient.email) != email_domain(provider.email):
             reasons.append(
-                f"recipients[{i}]: {recipient.email} is outside the data provider's domain "
-                f"@{email_domain(provider.email)}; tier {tier} outputs go back only to the data owner"
+                f"recipients[{i}]: {_shown(recipient.email)} is outside the data provider's domain "
+                f"@{_shown(email_domain(provider.email))}; tier {tier} outputs go back only to the data owner"
             )
         if manifest.method == Method.STORAGE_EXPLORER and not recipient.ip_ranges:
             reasons.append(
@@ -131,7 +144,9 @@ def policy_problems(manifest: Manifest, config: PolicyConfig) -> list[str]:
                 "(the public IPv4 addresses the recipient downloads from)"
             )
         for j, value in enumerate(recipient.ip_ranges):
-            problem = ip_range_problem(value, config.max_ip_prefix)
+            if value not in ip_problems:
+                ip_problems[value] = ip_range_problem(value, config.max_ip_prefix)
+            problem = ip_problems[value]
             if problem:
-                reasons.append(f"recipients[{i}].ip_ranges[{j}] {value!r} {problem}")
+                reasons.append(f"recipients[{i}].ip_ranges[{j}] {quoted(value)} {problem}")
     return reasons

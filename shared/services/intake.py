@@ -11,10 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from enum import StrEnum
 
 from shared.domain import names
-from shared.domain.manifest import Manifest, ManifestRejected, Method, is_valid_package_id, parse_manifest
+from shared.domain.manifest import (
+    FileEntry,
+    Manifest,
+    Method,
+    is_valid_package_id,
+    path_problem,
+    quoted,
+    read_manifest,
+)
 from shared.domain.policy import policy_problems
 from shared.domain.records import PackageRecord, PackageStatus
 from shared.domain.signoff import SignoffMode
@@ -63,12 +72,14 @@ class IntakeService:
         self._config = config
         self._encrypted_enabled = encrypted_enabled
 
-    def process(self, package_id: str, raw: bytes) -> Outcome:
+    def process(self, package_id: str, raw: bytes, *, size: int | None = None) -> Outcome:
+        """Check the manifest ``raw`` staged under ``package_id``/; ``size`` is the blob's size when
+        only its first bytes were read (a manifest over 16 MiB is rejected with its size)."""
         digest = hashlib.sha256(raw).hexdigest()
         if not is_valid_package_id(package_id):  # no record can be keyed by it: tell the manager
             reasons = [
-                f"the staging folder {package_id!r} is not a valid package id (3 to 40 lowercase letters, digits "
-                "and single hyphens); stage the package under its package_id"
+                f"the staging folder {quoted(package_id, 200)} is not a valid package id (3 to 40 lowercase letters, "
+                "digits and single hyphens); stage the package under its package_id"
             ]
             self._email.send(
                 notifications.manager_rejected(package_id, reasons, self._config.system_manager_email, digest)
@@ -82,10 +93,10 @@ class IntakeService:
         elif record is not None and (record.status in _DONE or self._signed_off(record)):
             return self._refuse_reuse(record, digest)
 
-        manifest, reasons = self._validate(package_id, raw)
+        manifest, files, reasons = self._validate(package_id, raw, size)
         record = self._claim(record, package_id, digest, manifest)
-        if manifest is not None and not reasons:
-            reasons = self._verify_staged(package_id, manifest)
+        if files is not None:  # the file list parsed: verify it now, so that one rejection lists everything
+            reasons = reasons + self._verify_staged(package_id, files)
         if reasons or manifest is None:
             reject(
                 record,
@@ -124,43 +135,51 @@ class IntakeService:
 
     # -- validation ---------------------------------------------------------------------
 
-    def _validate(self, package_id: str, raw: bytes) -> tuple[Manifest | None, list[str]]:
-        try:
-            manifest = parse_manifest(raw)
-        except ManifestRejected as exc:
-            return None, exc.reasons
-        reasons: list[str] = []
-        if manifest.package_id != package_id:
-            reasons.append(
-                f"package_id in the manifest is {manifest.package_id!r} but it was staged under {package_id!r}/"
-            )
-        reasons += policy_problems(manifest, self._config.policy)
-        if manifest.method != Method.STORAGE_EXPLORER and not self._encrypted_enabled:
-            reasons.append(
-                f"method {manifest.method.value} is not enabled in this deployment yet; "
-                "use storage_explorer or ask the system manager"
-            )
-        return manifest, reasons
+    def _validate(
+        self, package_id: str, raw: bytes, size: int | None
+    ) -> tuple[Manifest | None, Sequence[FileEntry] | None, list[str]]:
+        """The manifest (when it has the schema's shape), its file list (when that parsed), every reason."""
+        reading = read_manifest(raw, size=size)
+        manifest, reasons = reading.manifest, list(reading.reasons)
+        written = reading.package_id
+        if written is not None and written != package_id:
+            reasons.append(f"package_id in the manifest is {quoted(written)} but it was staged under {package_id!r}/")
+        if manifest is not None:
+            reasons += policy_problems(manifest, self._config.policy)
+            if manifest.method != Method.STORAGE_EXPLORER and not self._encrypted_enabled:
+                reasons.append(
+                    f"method {manifest.method.value} is not enabled in this deployment yet; "
+                    "use storage_explorer or ask the system manager"
+                )
+        return manifest, reading.files, reasons
 
-    def _verify_staged(self, package_id: str, manifest: Manifest) -> list[str]:
+    def _verify_staged(self, package_id: str, files: Sequence[FileEntry]) -> list[str]:
+        """Missing, extra, truncated and altered staged files. A listed path that breaks the path rules
+        is reported by the manifest's reasons; its blob is neither verified nor called extra."""
         prefix = names.staged_prefix(package_id)
         staged = {
             b.name[len(prefix) :]: b.size for b in self._staging.list_blobs(self._config.staging_container, prefix)
         }
         reasons: list[str] = []
-        to_hash = []
-        for entry in manifest.files:
+        to_hash: list[FileEntry] = []
+        listed: set[str] = set()
+        for entry in files:
+            if entry.path in listed:
+                continue
+            listed.add(entry.path)
+            if path_problem(entry.path):
+                continue
             if entry.path not in staged:
-                reasons.append(f"file {entry.path!r} is listed in the manifest but was not staged")
+                reasons.append(f"file {quoted(entry.path, 1100)} is listed in the manifest but was not staged")
             elif staged[entry.path] != entry.size:
                 reasons.append(
-                    f"file {entry.path!r} is {staged[entry.path]:,} bytes but the manifest says {entry.size:,} "
-                    "(truncated or replaced)"
+                    f"file {quoted(entry.path, 1100)} is {staged[entry.path]:,} bytes but the manifest says "
+                    f"{entry.size:,} (truncated or replaced)"
                 )
             else:
                 to_hash.append(entry)
-        for extra in sorted(set(staged) - set(manifest.file_map())):
-            reasons.append(f"file {extra!r} was staged but is not in the manifest")
+        for extra in sorted(set(staged) - listed):
+            reasons.append(f"file {quoted(extra, 1100)} was staged but is not in the manifest")
         digests = parallel_map(
             lambda e: self._staging.digest(self._config.staging_container, prefix + e.path),
             to_hash,
@@ -168,9 +187,8 @@ class IntakeService:
         )
         for entry, found in zip(to_hash, digests, strict=True):
             if found.sha256 != entry.sha256:
-                reasons.append(
-                    f"file {entry.path!r} has SHA-256 {found.sha256}, not {entry.sha256} as the manifest says"
-                )
+                shown = quoted(entry.path, 1100)
+                reasons.append(f"file {shown} has SHA-256 {found.sha256}, not {entry.sha256} as the manifest says")
         return reasons
 
     # -- state changes ------------------------------------------------------------------

@@ -1159,33 +1159,139 @@ class TimerRunner:
             self._renewer.close()
 
 
-def make_http_server(routes: list[HttpRoute], port: int, prefix: str, function_key: str | None) -> ThreadingHTTPServer:
+MAX_BODY_BYTES = 64 * 1024 * 1024  # a request body over this is refused before it is read
+BODY_TIMEOUT_SECONDS = 10.0  # a body that stops arriving for this long is refused, so a short one cannot hang a thread
+_ERROR_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    411: "length_required",
+    414: "uri_too_long",
+    431: "headers_too_large",
+    500: "internal_error",
+    501: "not_implemented",
+    505: "http_version_not_supported",
+}
+
+
+def make_http_server(
+    routes: list[HttpRoute],
+    port: int,
+    prefix: str,
+    function_key: str | None,
+    *,
+    max_body: int = MAX_BODY_BYTES,
+    body_timeout: float = BODY_TIMEOUT_SECONDS,
+) -> ThreadingHTTPServer:
+    """Serve ``routes`` under ``/<prefix>`` as the Functions host does, with function keys.
+
+    Every answer of the host itself is JSON ``{"error", "message"}``: 404 for no route, 405 with an
+    ``Allow`` header for a method the route does not take (HEAD and OPTIONS included), 401 for a
+    missing or wrong key (compared in constant time), 400 at once for a ``Content-Length`` that is
+    not a whole number, is over ``max_body`` or is longer than the body that arrives within
+    ``body_timeout`` seconds, and 500 (never a stack trace) when a function raises.
+    """
+    import contextlib
+    import hmac
+    from urllib.parse import unquote
+
     import azure.functions as func
+
+    key = function_key.encode("utf-8") if function_key else None
+
+    def key_matches(given: str | None) -> bool:
+        if key is None or given is None:
+            return False
+        return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), key)
+
+    def route_value(raw: str) -> str:
+        """A route value as ASP.NET Core routing gives it: percent-decoded, except an encoded slash."""
+        return "%2F".join(unquote(part) for part in re.split("%2[fF]", raw))
+
+    class BadRequest(Exception):
+        def __init__(self, status: int, message: str) -> None:
+            super().__init__(message)
+            self.status, self.message = status, message
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
         def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
             self.send_response(status)
-            for key, value in headers.items():
-                self.send_header(key, value)
+            for name, value in headers.items():
+                self.send_header(name, value)
             self.send_header("Content-Length", str(len(body)))
+            if self.close_connection:
+                self.send_header("Connection", "close")
             self.end_headers()
-            self.wfile.write(body)
+            if self.command != "HEAD":  # a HEAD answer has the headers of the body, never the body
+                self.wfile.write(body)
 
-        def _error(self, status: int, message: str) -> None:
-            body = json.dumps(
-                {
-                    "error": {404: "not_found", 401: "unauthorized", 405: "method_not_allowed"}[status],
-                    "message": message,
-                }
-            )
-            self._send(status, body.encode(), {"Content-Type": "application/json"})
+        def _error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+            body = json.dumps({"error": _ERROR_CODES.get(status, "error"), "message": message}).encode()
+            self._send(status, body, {"Content-Type": "application/json", **(headers or {})})
+
+        def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+            """The server's own refusals (a bad request line, headers too long, an unknown method) in JSON too."""
+            self.close_connection = True
+            if self.request_version == "HTTP/0.9":  # a garbled request line: answer with a status line all the same
+                self.request_version = self.protocol_version
+            text = message or self.responses.get(code, ("error",))[0]
+            self.log_error("code %d, message %s", code, text)
+            if code < 200 or code in (204, 205, 304):
+                self.send_response(code)
+                self.send_header("Connection", "close")
+                self.end_headers()
+                return
+            self._error(code, text)
+
+        def _body(self) -> bytes:
+            if self.headers.get("Transfer-Encoding"):
+                raise BadRequest(411, "send the body with a Content-Length: the local host reads no chunked body")
+            declared = {value.strip() for value in self.headers.get_all("Content-Length") or []}
+            if not declared:
+                return b""
+            if len(declared) > 1:
+                raise BadRequest(400, "the request has more than one Content-Length")
+            text = declared.pop()
+            if not re.fullmatch(r"[0-9]{1,20}", text):
+                raise BadRequest(400, "Content-Length must be a whole number of bytes")
+            length = int(text)
+            if length > max_body:
+                raise BadRequest(400, f"the body is over {max_body:,} bytes")
+            if not length:
+                return b""
+            self.connection.settimeout(body_timeout)
+            try:
+                body = self.rfile.read(length)
+            except OSError:  # TimeoutError included: the body stopped arriving
+                body = b""
+            finally:
+                self.connection.settimeout(self.timeout)
+            if len(body) < length:
+                raise BadRequest(400, f"the body ended before its Content-Length of {length} bytes")
+            return body
 
         def _serve(self) -> None:
+            try:
+                self._route()
+            except OSError:  # the client went away
+                self.close_connection = True
+            except Exception:
+                log.exception("the local host failed on a %s request", self.command)
+                self.close_connection = True
+                with contextlib.suppress(OSError):
+                    self._error(500, "the local host failed on this request; see its log")
+
+        def _route(self) -> None:
+            try:
+                body = self._body()
+            except BadRequest as exc:
+                self.close_connection = True  # what is left of the body must not be read as the next request
+                return self._error(exc.status, exc.message)
             url = urlsplit(self.path)
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
             path = url.path.strip("/")
             if not path.startswith(prefix + "/") and path != prefix:
                 return self._error(404, "no such route")
@@ -1195,19 +1301,20 @@ def make_http_server(routes: list[HttpRoute], port: int, prefix: str, function_k
                 return self._error(404, "no such route")
             allowed = [(r, m) for r, m in candidates if self.command in r.methods]
             if not allowed:
-                return self._error(405, f"{self.command} is not allowed here")
+                methods = ", ".join(sorted({method for r, _ in candidates for method in r.methods}))
+                return self._error(405, f"{self.command} is not allowed here; use {methods}", {"Allow": methods})
             route, match = allowed[0]
             params = {k: v[-1] for k, v in parse_qs(url.query).items()}
             if route.auth_level != "anonymous":
                 given = self.headers.get("x-functions-key") or params.get("code")
-                if not function_key or given != function_key:
+                if not key_matches(given):
                     return self._error(401, "a function key is needed: send it as x-functions-key or ?code=")
             request = func.HttpRequest(
                 self.command,
                 f"http://{self.headers.get('Host', '127.0.0.1')}{self.path}",
                 headers=dict(self.headers.items()),
                 params=params,
-                route_params=match.groupdict(),
+                route_params={name: route_value(value) for name, value in match.groupdict().items()},
                 body=body,
             )
             ok, result = invoke(
@@ -1216,14 +1323,14 @@ def make_http_server(routes: list[HttpRoute], port: int, prefix: str, function_k
                 lambda: route.handler(**{route.arg: request}),
             )
             if not ok:
-                return self._send(500, b"", {})
+                return self._error(500, "the function failed; see the host's log")
             headers = dict(result.headers.items())
             headers.setdefault(
                 "Content-Type", f"{result.mimetype}; charset={result.charset}" if result.mimetype else "text/plain"
             )
             self._send(result.status_code, result.get_body(), headers)
 
-        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
+        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_TRACE = do_CONNECT = _serve
 
         def log_message(self, format: str, *args: object) -> None:
             return

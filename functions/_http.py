@@ -70,7 +70,7 @@ def _principal(req: func.HttpRequest) -> dict[str, Any] | None:
         return None
     try:
         principal = json.loads(base64.b64decode(header, validate=True))
-    except (binascii.Error, ValueError) as exc:
+    except (binascii.Error, ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
         raise Unauthorized("the client principal header is not valid") from exc
     claims = principal.get("claims") if isinstance(principal, dict) else None
     if not isinstance(claims, list) or not all(isinstance(c, dict) for c in claims):
@@ -110,14 +110,19 @@ def signed_in_email(req: func.HttpRequest) -> str | None:
     return found[0]
 
 
+def parse_json(raw: bytes) -> Any:
+    """A request body as JSON; anything that is not (bad UTF-8, nesting too deep) is a 400, never a 500."""
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidRequest("the request body is not valid JSON") from exc
+
+
 def json_body(req: func.HttpRequest) -> dict[str, Any]:
     raw = req.get_body()
     if not raw:
         return {}
-    try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise InvalidRequest("the request body is not valid JSON") from exc
+    body = parse_json(raw)
     if not isinstance(body, dict):
         raise InvalidRequest("the request body must be a JSON object")
     return body

@@ -7,19 +7,22 @@ records the decision from the form (HTML answer) or from JSON (JSON answer).
 
 from __future__ import annotations
 
-import json
+import functools
+import logging
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
 import azure.functions as func
 
-from functions._http import handles_errors, json_response, signed_in_email
+from functions._http import handles_errors, json_response, parse_json, signed_in_email
 from shared.bootstrap import get_services
 from shared.errors import EgressError, InvalidRequest, Unprocessable
 from shared.rendering import render
 from shared.services.notifications import METHOD_TEXT
 
 bp = func.Blueprint()
+logger = logging.getLogger(__name__)
 
 _HEADINGS = {
     401: "Please sign in",
@@ -48,6 +51,23 @@ def _error_page(exc: EgressError) -> func.HttpResponse:
     return _html(render("signoff_error.html", heading=heading, message=exc.message, page=True), exc.http_status)
 
 
+def _html_errors(
+    handler: Callable[[func.HttpRequest], func.HttpResponse],
+) -> Callable[[func.HttpRequest], func.HttpResponse]:
+    """Anything unexpected is a 500 page that says so, logged; never a stack trace, never the token."""
+
+    @functools.wraps(handler)
+    def wrapper(req: func.HttpRequest) -> func.HttpResponse:
+        try:
+            return handler(req)
+        except Exception:
+            logger.exception("unexpected error in %s", handler.__name__)
+            message = "Something went wrong on our side; it has been logged. Please try the link again later."
+            return _html(render("signoff_error.html", heading="Something went wrong", message=message, page=True), 500)
+
+    return wrapper
+
+
 def _page(token: str, principal: str | None, error: str | None = None, status: int = 200) -> func.HttpResponse:
     page = get_services().signoff.page(token, principal)
     context = page.context()
@@ -64,10 +84,7 @@ def _form(req: func.HttpRequest) -> dict[str, Any]:
     if len(body) > MAX_BODY:
         raise InvalidRequest("the request is too large")
     if _is_json(req):
-        try:
-            data = json.loads(body or b"{}")
-        except ValueError as exc:
-            raise InvalidRequest("the request body is not valid JSON") from exc
+        data = parse_json(body or b"{}")
         if not isinstance(data, dict):
             raise InvalidRequest('send {"decision": "approve", "tier": N} or {"decision": "refuse", "comment": "..."}')
         return data
@@ -80,13 +97,14 @@ def _tier(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) == 1:
-        return int(value.strip())
+    if isinstance(value, str) and value.strip() in ("0", "1", "2", "3", "4", "5", "6", "7", "8", "9"):
+        return int(value.strip())  # one ASCII digit: "²" is a digit to str.isdigit but not to int()
     raise Unprocessable("tier must be a whole number from 0 to 4")
 
 
 @bp.function_name("signoff_page")
 @bp.route(route="signoff/{token}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@_html_errors
 def signoff_page(req: func.HttpRequest) -> func.HttpResponse:
     try:
         return _page(req.route_params["token"], signed_in_email(req))
@@ -96,6 +114,7 @@ def signoff_page(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.function_name("signoff_decide")
 @bp.route(route="signoff/{token}", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@_html_errors
 def signoff_decide(req: func.HttpRequest) -> func.HttpResponse:
     if _is_json(req):
         return _decide_json(req)

@@ -27,6 +27,7 @@ def test_the_functions_registered(bindings: dict[str, dict]) -> None:
         "signoff_page",
         "signoff_decide",
         "release_package",
+        "openapi_document",
     }
 
 
@@ -47,6 +48,7 @@ def test_blob_trigger(bindings: dict[str, dict]) -> None:
         ("list_grants", "grants", "GET", "function"),
         ("key_release", "packages/{package_id}/key-release", "POST", "function"),
         ("health", "health", "GET", "anonymous"),
+        ("openapi_document", "openapi.json", "GET", "anonymous"),
         ("resend_signoff", "packages/{package_id}/signoff/resend", "POST", "function"),
         ("signoff_page", "signoff/{token}", "GET", "anonymous"),  # the token is the credential
         ("signoff_decide", "signoff/{token}", "POST", "anonymous"),

@@ -19,7 +19,7 @@ import click
 
 from egress_cli import folder
 from egress_cli.backend import ApiBackend, Backend, DirectBackend, audit_problems
-from shared.errors import Conflict, EgressError, InvalidRequest, NotFound
+from shared.errors import Conflict, EgressError, InvalidRequest, NotFound, StorageUnavailable
 from shared.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -281,6 +281,7 @@ def stage(obj: Context, directory: Path) -> None:
         )
     store = build_staging_store(settings, interactive=True)
     ensure_reachable(store.endpoint)
+    _refuse_a_used_id(settings, manifest.package_id)
     store.ensure_container(settings.staging_container)
     with _bar(manifest.total_bytes, "Uploading", obj) as progress:
         for entry in manifest.files:
@@ -305,6 +306,30 @@ def stage(obj: Context, directory: Path) -> None:
             f"in {r['container']}."
         ),
     )
+
+
+_USED = {
+    "sealed": "was already released",
+    "granted": "was already released",
+    "closed": "was already released and has closed",
+    "refused": "was refused at sign-off",
+}
+
+
+def _refuse_a_used_id(settings: Settings, package_id: str) -> None:
+    """A package id is used once: staging a released or refused package again would only be refused later."""
+    from shared.bootstrap import package_status_of
+
+    try:
+        status = package_status_of(settings, package_id)
+    except StorageUnavailable as exc:  # the registry may not be readable from where the team stages
+        click.echo(f"note: could not check whether {package_id} was used before ({exc.message})", err=True)
+        return
+    if status in _USED:
+        raise Conflict(
+            f"package {package_id} {_USED[status]} (status {status}); a package id is used once: "
+            "classify the outputs as a new work package with a new id (egress manifest --package-id NEW ...)"
+        )
 
 
 _WAITING = ("processing", "awaiting_signoff")

@@ -128,6 +128,16 @@ def build_crypto() -> AgeCrypto:
     return AgeCrypto()
 
 
+def package_status_of(settings: Settings, package_id: str) -> str | None:
+    """A package's status straight from the registry (the CLI's check before staging), or None."""
+    if settings.egress_table_service_uri:
+        tables = TableServiceClient(settings.egress_table_service_uri, credential=_credential())
+    else:
+        tables = TableServiceClient.from_connection_string(settings.egress_storage)
+    record = TableRegistry(tables, settings.registry_table_prefix).get_package(package_id)
+    return record.status.value if record else None
+
+
 def _queue_client(settings: Settings) -> QueueClient:
     encode = TextBase64EncodePolicy()  # base64 text: the Functions queue trigger's default encoding
     if settings.egress_queue_service_uri:

@@ -94,3 +94,19 @@ def test_stage_gives_up_on_unreachable_storage_within_seconds(egress, outputs: P
     assert result.exit_code == 6, result.output
     assert "storage cannot be reached" in result.output and "127.0.0.1:9" in result.output
     assert elapsed < 10, f"stage took {elapsed:.1f} s to report dead storage"
+
+
+def test_stage_refuses_a_package_that_was_already_released(egress, services: Services, outputs: Path, smtp) -> None:
+    from tests.support.flow import egress as release
+
+    package_id = new_package_id()
+    assert make_manifest(egress, outputs, package_id).exit_code == 0
+    assert egress("stage", str(outputs)).exit_code == 0
+    raw = (outputs / "manifest.json").read_bytes()
+    assert release(services, smtp, package_id, raw) == "granted"
+
+    again = egress("stage", str(outputs))
+
+    assert again.exit_code == 4, again.output
+    assert f"package {package_id} was already released" in again.output and "new id" in again.output
+    assert _staged(services, package_id) == [], "nothing was uploaded again"

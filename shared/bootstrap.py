@@ -18,6 +18,8 @@ from shared.adapters.age_crypto import AgeCrypto
 from shared.adapters.audit_log import BlobAuditTrail
 from shared.adapters.blob_store import AzureBlobStore, KeySignedService, LinkContainer, client_options
 from shared.adapters.email import AcsEmailSender, SmtpEmailSender
+from shared.adapters.grant_index import TableDueIndex
+from shared.adapters.indexed_registry import IndexedRegistry
 from shared.adapters.once_email import OnceEmailSender
 from shared.adapters.outbox import TableOutbox
 from shared.adapters.package_keys import KeyVaultPackageKeys, LocalPackageKeys
@@ -34,7 +36,7 @@ from shared.services.key_release import KeyReleaseService
 from shared.services.overview import OverviewService
 from shared.services.seal import SealService
 from shared.services.signoff import SignoffService
-from shared.services.sweep import SweepService
+from shared.services.sweep import SweepSchedule, SweepService
 from shared.settings import Settings, get_settings
 
 
@@ -58,10 +60,12 @@ class Services:
     sweep: SweepService
     overview: OverviewService
     audit: BlobAuditTrail
-    registry: TableRegistry
+    registry: IndexedRegistry  # the TableRegistry (``.inner``) keeping the sweep's due indexes
     staging: AzureBlobStore
     delivery: AzureBlobStore
     queue: StorageReleaseQueue
+    grants_due: TableDueIndex
+    packages_due: TableDueIndex
 
 
 def _credential() -> Any:
@@ -200,7 +204,14 @@ def build_services(
     # Shared Key: that client is built from the signing key (see KeySignedService).
     by_key = getattr(delivery_client.credential, "account_key", None) is not None
     delivery = AzureBlobStore(delivery_client, None if by_key else KeySignedService(delivery_client, signing))
-    registry = TableRegistry(tables, settings.registry_table_prefix)
+    prefix = settings.registry_table_prefix
+    config = pipeline_config(settings)
+    table_registry = TableRegistry(tables, prefix)
+    grants_due = TableDueIndex(tables.get_table_client(f"{prefix}grantsdue"))
+    packages_due = TableDueIndex(tables.get_table_client(f"{prefix}packagesdue"))
+    registry = IndexedRegistry(
+        table_registry, grants_due=grants_due, packages_due=packages_due, schedule=SweepSchedule.of(config)
+    )
     clock = clock or SystemClock()
     audit = BlobAuditTrail(
         staging_client,
@@ -212,7 +223,9 @@ def build_services(
     sender = OnceEmailSender(email or _email(settings), outbox, clock)
     queue = StorageReleaseQueue(_queue_client(settings))
 
-    registry.ensure_tables()
+    table_registry.ensure_tables()
+    grants_due.ensure_table()
+    packages_due.ensure_table()
     audit.ensure_container()
     outbox.ensure_table()
     staging.ensure_container(settings.staging_container)
@@ -226,7 +239,6 @@ def build_services(
         package_keys = KeyVaultPackageKeys(SecretClient(settings.key_vault_url, credential=_credential()))
     else:
         package_keys = LocalPackageKeys(Path(settings.local_secrets_dir))
-    config = pipeline_config(settings)
     common: dict[str, Any] = {"registry": registry, "audit": audit, "clock": clock, "config": config}
     end_grant = EndGrantService(delivery=delivery, email=sender, **common)
     return Services(
@@ -254,6 +266,8 @@ def build_services(
             queue=queue,
             grants=end_grant,
             poison=_poison_watch(settings),
+            grants_due=grants_due,
+            packages_due=packages_due,
             **common,
         ),
         overview=OverviewService(records=staging, registry=registry, audit=audit, config=config),
@@ -262,6 +276,8 @@ def build_services(
         staging=staging,
         delivery=delivery,
         queue=queue,
+        grants_due=grants_due,
+        packages_due=packages_due,
     )
 
 

@@ -205,3 +205,32 @@ class PoisonWatch(Protocol):
 
 class Clock(Protocol):
     def now(self) -> datetime: ...
+
+
+@dataclass(frozen=True)
+class DueRow:
+    """One row of a ``DueIndex``: look at ``key`` (a grant or a package) at ``due_at``.
+
+    ``etag`` is the row as it was read, so that moving it loses to a writer who changed it meanwhile.
+    """
+
+    key: str
+    due_at: datetime
+    etag: str | None = None
+
+
+class DueIndex(Protocol):
+    """What the sweep must look at, and when: one row per thing and due time, stored by the hour it
+    falls due, so that reading what is due by now never reads what is due later.
+
+    ``put`` writes the row of ``key`` in ``due_at``'s hour (replacing one there); ``put_many`` many at
+    once; ``remove`` deletes it (an absent row is fine). ``due`` lists the rows due by ``now``, oldest
+    hours first. ``move`` puts a row read by ``due`` at ``to``, or deletes it for ``None``, only if
+    nobody rewrote it since it was read: a newer row is left as its writer left it.
+    """
+
+    def put(self, key: str, due_at: datetime) -> None: ...
+    def put_many(self, rows: Iterable[tuple[str, datetime]]) -> None: ...
+    def remove(self, key: str, due_at: datetime) -> None: ...
+    def due(self, now: datetime) -> list[DueRow]: ...
+    def move(self, row: DueRow, to: datetime | None) -> None: ...

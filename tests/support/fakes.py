@@ -21,7 +21,7 @@ from shared.domain.audit import AuditAnchor, AuditEntry, make_entry
 from shared.domain.manifest import Role
 from shared.domain.records import GrantRecord, GrantStatus, PackageRecord, PackageStatus, SignoffRecord
 from shared.errors import ConcurrencyConflict, NotFound, StorageUnavailable
-from shared.ports import AccessPolicy, BlobInfo, FileDigest, Link, OutgoingEmail
+from shared.ports import AccessPolicy, BlobInfo, DueRow, FileDigest, Link, OutgoingEmail
 
 _R = TypeVar("_R", bound=BaseModel)
 _etags = itertools.count(1)
@@ -296,3 +296,57 @@ class FakeBlobStore:
 class FakeLinks:
     def links(self, container: str, policy_id: str, ip_ranges: list[str]) -> list[Link]:
         return [Link(ip, f"https://fake.example/{container}?si={policy_id}&sig=fake") for ip in ip_ranges]
+
+
+def _hour(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y%m%d%H")
+
+
+class FakeDueIndex:
+    """A due index in memory, keyed like ``TableDueIndex`` (the due hour, then the key), with ETags.
+
+    ``reads`` counts the reads of what is due; ``faults`` can fail any call.
+    """
+
+    def __init__(self, faults: Faults | None = None) -> None:
+        self.faults = faults or Faults()
+        self.rows: dict[tuple[str, str], DueRow] = {}
+        self.reads = 0
+
+    def put(self, key: str, due_at: datetime) -> None:
+        self.faults.tick(f"index {key}")
+        self.rows[(_hour(due_at), key)] = DueRow(key, due_at, str(next(_etags)))
+
+    def put_many(self, rows: Iterable[tuple[str, datetime]]) -> None:
+        for key, due_at in rows:
+            self.put(key, due_at)
+
+    def remove(self, key: str, due_at: datetime) -> None:
+        self.faults.tick(f"unindex {key}")
+        self.rows.pop((_hour(due_at), key), None)
+
+    def due(self, now: datetime) -> list[DueRow]:
+        self.faults.tick("read the due rows")
+        self.reads += 1
+        hour = _hour(now)
+        return [row for (h, _), row in sorted(self.rows.items()) if h <= hour and row.due_at <= now]
+
+    def move(self, row: DueRow, to: datetime | None) -> None:
+        self.faults.tick(f"move {row.key}")
+        here = (_hour(row.due_at), row.key)
+        current = self.rows.get(here)
+        if current is None or current.etag != row.etag:
+            return  # gone, or rewritten since it was read
+        if to is not None and _hour(to) == here[0]:
+            self.rows[here] = DueRow(row.key, to, str(next(_etags)))
+            return
+        if to is not None:
+            self.put(row.key, to)
+        del self.rows[here]
+
+    def times(self) -> dict[str, list[datetime]]:
+        """{key: [due times]} of every row."""
+        found: dict[str, list[datetime]] = {}
+        for (_, key), row in sorted(self.rows.items()):
+            found.setdefault(key, []).append(row.due_at)
+        return found

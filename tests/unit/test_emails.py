@@ -45,12 +45,12 @@ LINKS = [
     Link(
         "203.0.113.7",
         "https://dshegress.blob.core.windows.net/egress-wp-7f3a9c21?sv=2025-05-05&si=g-5b1e0c9d2a7f4e31"
-        "&sr=c&sip=203.0.113.7&spr=https&sig=Zk3q8m%2FQ1w2e3r4t5y6u7i8o9p0aSdFgHjKlZxCvBnM%3D",
+        "&sr=c&sip=203.0.113.7&spr=https&sig=FAKE-signature-for-layout-tests-only-1%3D",
     ),
     Link(
         "198.51.100.0/28",
         "https://dshegress.blob.core.windows.net/egress-wp-7f3a9c21?sv=2025-05-05&si=g-5b1e0c9d2a7f4e31"
-        "&sr=c&sip=198.51.100.0-198.51.100.15&spr=https&sig=Qw9e8r7t6y5u4i3o2p1aAsDfGhJkLzXcVbNm0%2B1%3D",
+        "&sr=c&sip=198.51.100.0-198.51.100.15&spr=https&sig=FAKE-signature-for-layout-tests-only-2%3D",
     ),
 ]
 IDENTITY = "AGE-SECRET-KEY-1QQPZRY9X8GF2TVDW0S3JN54KHCE6MUA7LQPZRY9X8GF2TVDW0S3JN54KHCE6MU"

@@ -32,7 +32,7 @@ from shared.services import notifications
 from shared.services.concurrency import parallel_map
 from shared.services.config import PipelineConfig
 from shared.services.records_io import load_manifest, save_manifest
-from shared.services.rejection import reject
+from shared.services.rejection import Rejecter
 from shared.services.signoff_requests import request_signoffs
 
 logger = logging.getLogger(__name__)
@@ -70,6 +70,7 @@ class IntakeService:
         self._queue = queue
         self._clock = clock
         self._config = config
+        self._reject = Rejecter(registry, audit, email, clock, config.system_manager_email, ACTOR)
         self._encrypted_enabled = encrypted_enabled
 
     def process(self, package_id: str, raw: bytes, *, size: int | None = None) -> Outcome:
@@ -98,15 +99,9 @@ class IntakeService:
         if files is not None:  # the file list parsed: verify it now, so that one rejection lists everything
             reasons = reasons + self._verify_staged(package_id, files)
         if reasons or manifest is None:
-            reject(
+            self._reject(
                 record,
                 reasons,
-                registry=self._registry,
-                audit=self._audit,
-                email=self._email,
-                clock=self._clock,
-                manager=self._config.system_manager_email,
-                actor=ACTOR,
             )
             return Outcome.REJECTED
         save_manifest(self._staging, self._config.records_container, manifest)

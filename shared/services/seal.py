@@ -21,7 +21,7 @@ from shared.services.concurrency import parallel_map
 from shared.services.config import PipelineConfig
 from shared.services.hashing_io import HashingReader, HashingWriter
 from shared.services.records_io import load_manifest
-from shared.services.rejection import reject
+from shared.services.rejection import Rejecter
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ class SealService:
         self._email = email
         self._clock = clock
         self._config = config
+        self._reject = Rejecter(registry, audit, email, clock, config.system_manager_email, ACTOR)
 
     def seal(self, package_id: str, manifest_sha256: str) -> PackageRecord | None:
         """Seal a signed-off package; returns its record once sealed (or later), None when it must not leave."""
@@ -236,18 +237,12 @@ class SealService:
 
     def _reject_changed(self, record: PackageRecord, manifest: Manifest, reasons: list[str]) -> None:
         try:
-            reject(
+            self._reject(
                 record,
                 [
                     *reasons,
                     "nothing was released and the staged files are kept; fix the files and stage the package again",
                 ],
-                registry=self._registry,
-                audit=self._audit,
-                email=self._email,
-                clock=self._clock,
-                manager=self._config.system_manager_email,
-                actor=ACTOR,
             )
         except ConcurrencyConflict:
             pass  # another worker rejected it first

@@ -40,7 +40,7 @@ from shared.ports import AuditTrail, BlobStore, Clock, EmailSender, Registry, Re
 from shared.services import notifications
 from shared.services.config import PipelineConfig
 from shared.services.records_io import load_manifest, save_manifest
-from shared.services.rejection import reject
+from shared.services.rejection import Rejecter
 from shared.services.signoff_requests import request_signoffs
 
 logger = logging.getLogger(__name__)
@@ -111,6 +111,7 @@ class SignoffService:
         self._queue = queue
         self._clock = clock
         self._config = config
+        self._reject = Rejecter(registry, audit, email, clock, config.system_manager_email, ACTOR)
 
     # -- one person, through their link ------------------------------------------------------
 
@@ -238,15 +239,9 @@ class SignoffService:
         if problems:
             reasons = [f"signed off at tier {result.tier}: {p}" for p in problems]
             try:
-                rejected = reject(
+                rejected = self._reject(
                     package,
                     reasons,
-                    registry=self._registry,
-                    audit=self._audit,
-                    email=self._email,
-                    clock=self._clock,
-                    manager=self._config.system_manager_email,
-                    actor=ACTOR,
                 )
             except ConcurrencyConflict:
                 return PackageStatus.REJECTED

@@ -43,7 +43,7 @@ from shared.ports import (
 )
 from shared.services import notifications
 from shared.services.config import PipelineConfig
-from shared.services.rejection import reject
+from shared.services.rejection import Rejecter
 
 logger = logging.getLogger(__name__)
 
@@ -169,6 +169,7 @@ class SweepService:
         self._grants = grants
         self._clock = clock
         self._config = config
+        self._reject = Rejecter(registry, audit, email, clock, config.system_manager_email, ACTOR)
         self._grants_due = grants_due
         self._packages_due = packages_due
         self._schedule = SweepSchedule.of(config)
@@ -428,14 +429,8 @@ class SweepService:
             f"sign-off was not complete within {hours:g} hours (still waiting for {', '.join(pending) or 'nobody'}); "
             "nothing was released. Stage the package again to ask again"
         )
-        reject(
+        self._reject(
             package,
             [reason],
-            registry=self._registry,
-            audit=self._audit,
-            email=self._email,
-            clock=self._clock,
-            manager=self._config.system_manager_email,
-            actor=ACTOR,
         )
         report.signoff_timed_out.append(package.package_id)

@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 VENV_CHECKOV ?= .venv-checkov
 
-.PHONY: install age-tool browser test lint infra-check bench run demo clean
+.PHONY: install age-tool browser sftp-client test lint infra-check bench run demo clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	python3 -m venv $(VENV)
@@ -27,7 +27,13 @@ browser:
 	  (apt-get update -qq && apt-get install -y -qq chromium) || \
 	  { echo "install Debian's chromium package (apt-get install chromium) and run again"; exit 1; }
 
-install: $(VENV)/.installed node_modules/.installed age-tool browser
+# OpenSSH's sftp client: recipients' client, which the SFTP tests and the demo log in with.
+sftp-client:
+	@command -v sftp >/dev/null 2>&1 || apt-get install -y -qq openssh-client >/dev/null 2>&1 || \
+	  (apt-get update -qq && apt-get install -y -qq openssh-client) || \
+	  { echo "install Debian's openssh-client package (apt-get install openssh-client) and run again"; exit 1; }
+
+install: $(VENV)/.installed node_modules/.installed age-tool browser sftp-client
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -203,6 +203,43 @@ class PoisonWatch(Protocol):
     def poisoned(self) -> list[Poisoned]: ...
 
 
+@dataclass(frozen=True)
+class SftpUser:
+    """A local user of the SFTP account: read + list on one container, which is also its home.
+
+    ``name`` is 3 to 64 lowercase letters and digits (Azure's rule); a client logs in as
+    ``<account>.<name>``. With ``ssh_public_key`` (one OpenSSH public key line) the user logs in
+    with that key; without it, with a password only the store generates (``new_password``).
+    """
+
+    name: str
+    container: str
+    ssh_public_key: str | None = None
+
+
+class SftpAccess(Protocol):
+    """Local users and firewall of the SFTP-enabled account: Azure's management plane in Azure,
+    a table read by the local SFTP endpoint here.
+
+    ``ensure_user`` creates or updates (the same call again changes nothing). ``new_password``
+    makes a new password and returns it (the previous one stops working); it is a secret: email it,
+    never store or log it. ``delete_user`` ends every login of that user at once (an absent user is
+    fine). ``allow_ranges`` makes the account's firewall admit exactly these IPv4 addresses and
+    CIDR blocks. Transport failures raise ``StorageUnavailable``.
+    """
+
+    account_name: str
+    host: str
+    port: int
+
+    def ensure_user(self, user: SftpUser) -> None: ...
+    def new_password(self, name: str) -> str: ...
+    def delete_user(self, name: str) -> None: ...
+    def user_names(self) -> list[str]: ...
+    def allow_ranges(self, ranges: Sequence[str]) -> None: ...
+    def allowed_ranges(self) -> list[str]: ...
+
+
 class Clock(Protocol):
     def now(self) -> datetime: ...
 

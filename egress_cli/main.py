@@ -333,7 +333,7 @@ def _refuse_a_used_id(settings: Settings, package_id: str) -> None:
 
 
 _WAITING = ("processing", "awaiting_signoff")
-_GRANT_HEADERS = ("GRANT", "STATUS", "PACKAGE", "RECIPIENT", "EXPIRES", "FROM")
+_GRANT_HEADERS = ("GRANT", "STATUS", "PACKAGE", "RECIPIENT", "EXPIRES", "FROM", "SFTP LOGIN")
 
 
 def _status_word(s: dict[str, Any]) -> str:
@@ -367,7 +367,7 @@ def _print_status(s: dict[str, Any]) -> None:
     if s.get("key_released_at"):
         click.echo(f"  key released {s['key_released_at']} by {_text(s.get('key_released_by'))}")
     if s["grants"]:
-        click.echo("  links:")
+        click.echo("  sftp logins:" if s.get("method") == "sftp" else "  links:")
         _print_grants(s["grants"], indent="    ")
 
 
@@ -379,7 +379,15 @@ def _grant_row(g: dict[str, Any]) -> tuple[str, ...]:
         f"{g['recipient']['name']} <{g['recipient']['email']}>",
         g["expires_at"],
         ", ".join(g["ip_ranges"]),
+        _sftp_text(g.get("sftp")),
     )
+
+
+def _sftp_text(sftp: dict[str, Any] | None) -> str:
+    """An sftp grant's login: its username, how it logs in, and whether the user still exists."""
+    if not sftp:
+        return "-"
+    return f"{sftp['username']} ({sftp['login']}, {sftp['state']})"
 
 
 def _print_grants(found: list[dict[str, Any]], indent: str = "") -> None:
@@ -643,7 +651,7 @@ def write_disk(obj: Context, package_id: str, path: Path, create: bool) -> None:
     """System manager: write a physical package, encrypted, to the disk mounted at PATH, then verify it."""
     from egress_cli.encrypted import check_arrived, load_encrypted_manifest
     from shared.bootstrap import build_services
-    from shared.domain.names import ENCRYPTED_MANIFEST, encrypted_location
+    from shared.domain.names import ENCRYPTED_MANIFEST, egress_container
     from shared.services.records_io import load_encrypted_manifest as read_encrypted
 
     obj.refuse_api("write-disk", "it reads the delivery storage and writes to a disk on this machine")
@@ -660,7 +668,7 @@ def write_disk(obj: Context, package_id: str, path: Path, create: bool) -> None:
     path.mkdir(parents=True, exist_ok=True)  # only with --create (or already there)
     if not _on_its_own_disk(path) and not obj.as_json:
         click.echo(f"note: {path} is on this machine's own disk, not on a separately mounted one", err=True)
-    container, prefix = encrypted_location(package_id, record.method, services.settings.sftp_container)
+    container, prefix = egress_container(package_id), ""
     encrypted = read_encrypted(services.delivery, container, prefix)
     (path / ENCRYPTED_MANIFEST).write_text(json.dumps(encrypted, indent=2))
     with _bar(sum(f["encrypted_size"] for f in encrypted["files"]), "Writing", obj) as progress:

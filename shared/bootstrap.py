@@ -26,8 +26,10 @@ from shared.adapters.package_keys import KeyVaultPackageKeys, LocalPackageKeys
 from shared.adapters.release_queue import BLOB_POISON_QUEUE, StoragePoisonWatch, StorageReleaseQueue
 from shared.adapters.sas import SasLinkMinter
 from shared.adapters.secrets import KeyVaultSigningKeys, LocalSigningKeys
+from shared.adapters.sftp_azure import AzureSftpAccess
+from shared.adapters.sftp_local import TableSftpAccess
 from shared.adapters.table_registry import TableRegistry
-from shared.ports import Clock, EmailSender, PackageKeys, SigningKeys
+from shared.ports import Clock, EmailSender, PackageKeys, SftpAccess, SigningKeys
 from shared.services.config import PipelineConfig
 from shared.services.deliver import DeliverService
 from shared.services.end_grant import EndGrantService
@@ -63,6 +65,8 @@ class Services:
     registry: IndexedRegistry  # the TableRegistry (``.inner``) keeping the sweep's due indexes
     staging: AzureBlobStore
     delivery: AzureBlobStore
+    sftp_store: AzureBlobStore  # the SFTP account's blobs (the delivery account's unless SFTP_STORAGE is set)
+    sftp: SftpAccess
     queue: StorageReleaseQueue
     grants_due: TableDueIndex
     packages_due: TableDueIndex
@@ -88,6 +92,31 @@ def _delivery_service(settings: Settings, staging: BlobServiceClient) -> BlobSer
     if settings.delivery_storage:
         return _blob_service(settings.delivery_storage, None)
     return staging
+
+
+def _sftp_service(settings: Settings, delivery: BlobServiceClient) -> BlobServiceClient:
+    """The SFTP-enabled account (Azure: hierarchical namespace, SFTP on); unset = the delivery account."""
+    if settings.sftp_blob_service_uri:
+        return _blob_service(None, settings.sftp_blob_service_uri)
+    if settings.sftp_storage:
+        return _blob_service(settings.sftp_storage, None)
+    return delivery
+
+
+def _sftp_access(settings: Settings, tables: TableServiceClient, account_name: str) -> SftpAccess:
+    """Azure's management plane when SFTP_ACCOUNT_ID names the account, else the local stand-in's table."""
+    if settings.sftp_account_id:
+        return AzureSftpAccess.from_resource_id(
+            settings.sftp_account_id, _credential(), host=settings.sftp_host, port=settings.sftp_port
+        )
+    local = TableSftpAccess(
+        tables.get_table_client(f"{settings.registry_table_prefix}sftpusers"),
+        account_name=account_name,
+        host=settings.sftp_host,
+        port=settings.sftp_port,
+    )
+    local.ensure_table()
+    return local
 
 
 def _signing_keys(settings: Settings, delivery: BlobServiceClient) -> SigningKeys:
@@ -176,9 +205,6 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
         signoff_ttl=timedelta(hours=settings.signoff_ttl_hours),
         public_base_url=settings.public_base_url,
         signoff_require_principal=settings.signoff_require_principal,
-        sftp_container=settings.sftp_container,
-        sftp_host=settings.sftp_host,
-        sftp_username=settings.sftp_username,
         retention=timedelta(hours=settings.retention_hours),
     )
 
@@ -204,6 +230,9 @@ def build_services(
     # Shared Key: that client is built from the signing key (see KeySignedService).
     by_key = getattr(delivery_client.credential, "account_key", None) is not None
     delivery = AzureBlobStore(delivery_client, None if by_key else KeySignedService(delivery_client, signing))
+    sftp_client = _sftp_service(settings, delivery_client)
+    sftp_store = delivery if sftp_client is delivery_client else AzureBlobStore(sftp_client)
+    sftp = _sftp_access(settings, tables, sftp_store.account_name)
     prefix = settings.registry_table_prefix
     config = pipeline_config(settings)
     table_registry = TableRegistry(tables, prefix)
@@ -240,14 +269,20 @@ def build_services(
     else:
         package_keys = LocalPackageKeys(Path(settings.local_secrets_dir))
     common: dict[str, Any] = {"registry": registry, "audit": audit, "clock": clock, "config": config}
-    end_grant = EndGrantService(delivery=delivery, email=sender, **common)
+    end_grant = EndGrantService(delivery=delivery, email=sender, sftp=sftp, **common)
     return Services(
         settings=settings,
         config=config,
         intake=IntakeService(staging=staging, email=sender, queue=queue, **common),
         signoff=SignoffService(records=staging, email=sender, queue=queue, **common),
         seal=SealService(
-            staging=staging, delivery=delivery, keys=package_keys, crypto=AgeCrypto(), email=sender, **common
+            staging=staging,
+            delivery=delivery,
+            sftp_store=sftp_store,
+            keys=package_keys,
+            crypto=AgeCrypto(),
+            email=sender,
+            **common,
         ),
         deliver=DeliverService(
             records=staging,
@@ -255,12 +290,17 @@ def build_services(
             delivery=delivery,
             links=SasLinkMinter(delivery, signing, allow_http=settings.sas_allow_http),
             email=sender,
+            sftp=sftp,
+            sftp_store=sftp_store,
             **common,
         ),
-        key_release=KeyReleaseService(records=staging, delivery=delivery, keys=package_keys, email=sender, **common),
+        key_release=KeyReleaseService(
+            records=staging, delivery=delivery, sftp_store=sftp_store, keys=package_keys, email=sender, **common
+        ),
         end_grant=end_grant,
         sweep=SweepService(
             delivery=delivery,
+            sftp_store=sftp_store,
             keys=package_keys,
             email=sender,
             queue=queue,
@@ -275,6 +315,8 @@ def build_services(
         registry=registry,
         staging=staging,
         delivery=delivery,
+        sftp_store=sftp_store,
+        sftp=sftp,
         queue=queue,
         grants_due=grants_due,
         packages_due=packages_due,

@@ -43,9 +43,14 @@ class Settings(BaseSettings):
     email_sender: str = Field("egress@dsh.example", alias="EMAIL_SENDER")
     system_manager_email: str = Field("system-manager@dsh.example", alias="SYSTEM_MANAGER_EMAIL")
 
-    sftp_container: str = Field("egress-sftp", alias="SFTP_CONTAINER")
-    sftp_host: str = Field("sftp.dsh.example", alias="SFTP_HOST")
-    sftp_username: str = Field("egress", alias="SFTP_USERNAME")
+    # The SFTP-enabled account (hierarchical namespace) holding sealed sftp packages; unset = the
+    # delivery account. Its local users are managed through Azure's management plane when
+    # SFTP_ACCOUNT_ID names the account, else kept for the local SFTP endpoint in a table.
+    sftp_storage: str | None = Field(None, alias="SFTP_STORAGE")
+    sftp_blob_service_uri: str | None = Field(None, alias="SFTP_STORAGE__blobServiceUri")
+    sftp_account_id: str | None = Field(None, alias="SFTP_ACCOUNT_ID")
+    sftp_host: str = Field("127.0.0.1", alias="SFTP_HOST")
+    sftp_port: int = Field(22, ge=1, le=65535, alias="SFTP_PORT")
     local_secrets_dir: str = Field(".local/secrets", alias="LOCAL_SECRETS_DIR")
 
     sas_allow_http: bool = Field(False, alias="SAS_ALLOW_HTTP")

@@ -71,7 +71,6 @@ def settings(azurite: Azurite, smtp: SmtpSink, tmp_path_factory: pytest.TempPath
         SYSTEM_MANAGER_EMAIL=MANAGER,
         SAS_ALLOW_HTTP=True,
         RETENTION_HOURS=24,
-        SFTP_CONTAINER=f"sftp-{tag}",
         LOCAL_SECRETS_DIR=str(tmp_path_factory.mktemp("secrets")),
     )
 

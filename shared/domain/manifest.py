@@ -85,6 +85,7 @@ class Recipient(_Frozen):
     name: NonEmpty
     email: NonEmpty
     ip_ranges: list[str] = Field(default_factory=list, max_length=20)
+    ssh_public_key: str | None = Field(default=None, max_length=8192)  # sftp only: key login (section 4a)
 
 
 class FileEntry(_Frozen):

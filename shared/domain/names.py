@@ -51,11 +51,14 @@ def audit_blob(package_id: str) -> str:
     return f"{package_id}.jsonl"
 
 
-def encrypted_location(package_id: str, method: str, sftp_container: str) -> tuple[str, str]:
-    """(container, prefix) of an encrypted package: a folder of the SFTP container, or its own container."""
-    if method == "sftp":
-        return sftp_container, f"{package_id}/"
-    return egress_container(package_id), ""
+def sftp_user(grant_id: str) -> str:
+    """The SFTP local user of a grant: 3 to 64 lowercase letters and digits (Azure's rule)."""
+    return f"u{grant_id}"[:64]
+
+
+def sftp_login(account: str, user: str) -> str:
+    """What an SFTP client logs in as: Azure Blob SFTP names a local user ``<account>.<user>``."""
+    return f"{account}.{user}"
 
 
 def encrypted_file(path: str) -> str:

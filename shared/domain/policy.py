@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from shared.domain.manifest import Manifest, Method, Role, email_domain, quoted
+from shared.domain.ssh_keys import ssh_key_problem
 
 MAX_RECIPIENTS = 5  # a container holds at most five stored access policies
 NEVER_LEAVES_TIER = 4
@@ -143,6 +144,20 @@ def policy_problems(manifest: Manifest, config: PolicyConfig) -> list[str]:
                 f"recipients[{i}]: ip_ranges is required for storage_explorer "
                 "(the public IPv4 addresses the recipient downloads from)"
             )
+        if manifest.method == Method.SFTP and not recipient.ip_ranges:
+            reasons.append(
+                f"recipients[{i}]: ip_ranges is required for sftp "
+                "(the SFTP server's firewall admits only the public IPv4 addresses the recipient connects from)"
+            )
+        if recipient.ssh_public_key is not None:
+            if manifest.method != Method.SFTP:
+                reasons.append(
+                    f"recipients[{i}].ssh_public_key is only for method sftp (this package is {manifest.method.value})"
+                )
+            else:
+                key_problem = ssh_key_problem(recipient.ssh_public_key)
+                if key_problem:
+                    reasons.append(f"recipients[{i}].ssh_public_key {key_problem}")
         for j, value in enumerate(recipient.ip_ranges):
             if value not in ip_problems:
                 ip_problems[value] = ip_range_problem(value, config.max_ip_prefix)

@@ -134,14 +134,15 @@ class SignoffRecord(_Record):
 
 
 class GrantRecord(_Record):
-    """One recipient's access to one sealed package: a stored access policy plus its links."""
+    """One recipient's access to one sealed package: a stored access policy and its links, or (sftp)
+    an SFTP local user. The record names the user, never its password."""
 
     grant_id: str
     package_id: str
     recipient_index: int
     recipient_name: str
     recipient_email: str
-    policy_id: str
+    policy_id: str  # "" for an sftp grant
     ip_ranges: list[str]
     status: GrantStatus
     created_at: datetime
@@ -151,16 +152,40 @@ class GrantRecord(_Record):
     revoked_by: str | None = None
     revoke_reason: str | None = None
     ended_at: datetime | None = None
+    sftp_user: str | None = None  # the local user (sftp grants)
+    sftp_login: str | None = None  # what the recipient types: <account>.<user>
+    sftp_key_login: bool = False  # the recipient gave an SSH public key: no password
+    # Whoever sets this (ETag-conditional) makes the password and emails it; generation numbers the
+    # passwords, so that a new one after a failed or abandoned try is a new email.
+    password_claimed_at: datetime | None = None
+    password_generation: int = 0
+    sftp_user_deleted_at: datetime | None = None
 
     def transition(self, to: GrantStatus, **changes: object) -> GrantRecord:
         if to not in GRANT_TRANSITIONS[self.status]:
             raise IllegalTransition(f"grant {self.grant_id}: {self.status} -> {to} is not allowed")
         return self.model_copy(update={"status": to, **changes})
 
+    @property
+    def method(self) -> str:
+        return "sftp" if self.sftp_user else "storage_explorer"
+
+    def sftp_view(self) -> dict[str, object] | None:
+        """The SFTP login and whether it still works (``deleted`` once the grant ended)."""
+        if not self.sftp_user:
+            return None
+        return {
+            "username": self.sftp_login or self.sftp_user,
+            "login": "ssh key" if self.sftp_key_login else "password",
+            "state": "deleted" if self.sftp_user_deleted_at or self.status != GrantStatus.ACTIVE else "active",
+            "deleted_at": self.sftp_user_deleted_at.isoformat() if self.sftp_user_deleted_at else None,
+        }
+
     def public_view(self) -> dict[str, object]:
-        """The grant as the HTTP API shows it (there is no token in a record to leak)."""
+        """The grant as the HTTP API shows it (there is no token or password in a record to leak)."""
         return {
             "grant_id": self.grant_id,
+            "method": self.method,
             "package_id": self.package_id,
             "recipient": {"name": self.recipient_name, "email": self.recipient_email},
             "status": self.status.value,
@@ -171,4 +196,5 @@ class GrantRecord(_Record):
             "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
             "revoked_by": self.revoked_by,
             "revoke_reason": self.revoke_reason,
+            "sftp": self.sftp_view(),
         }

@@ -20,9 +20,6 @@ class PipelineConfig:
     signoff_ttl: timedelta = timedelta(hours=168)
     public_base_url: str = "http://127.0.0.1:7071"
     signoff_require_principal: bool = False
-    sftp_container: str = "egress-sftp"
-    sftp_host: str = "sftp.dsh.example"
-    sftp_username: str = "egress"
     retention: timedelta = timedelta(hours=168)
     stuck_after: timedelta = timedelta(minutes=10)  # a signed-off package not sealed by then is queued again
 

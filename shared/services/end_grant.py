@@ -1,8 +1,10 @@
 """Ending a grant: revocation by the system manager and expiry by the timer take one path.
 
-The link dies first (its stored access policy is deleted), the manager is told, then the record
-changes; if the email fails the grant stays `active` (its link already dead) and a repeat finishes.
-Repeating it on an ended grant is harmless: the grant is returned as it is.
+The access dies first (the link's stored access policy, or the SFTP local user, is deleted), the
+manager is told, then the record changes; if the email fails the grant stays `active` (its access
+already dead) and a repeat finishes. An SFTP user is deleted again once the record says ended (so a
+delivery that made it again meanwhile loses), and the SFTP firewall then drops the addresses no
+active grant needs. Repeating it on an ended grant is harmless: the grant is returned as it is.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from typing import Any
 from shared.domain import names
 from shared.domain.records import GrantRecord, GrantStatus
 from shared.errors import ConcurrencyConflict, NotFound
-from shared.ports import AuditTrail, BlobStore, Clock, EmailSender, Registry
-from shared.services import notifications
+from shared.ports import AuditTrail, BlobStore, Clock, EmailSender, Registry, SftpAccess
+from shared.services import notifications, sftp_grants
 from shared.services.config import PipelineConfig
 
 logger = logging.getLogger(__name__)
@@ -32,9 +34,11 @@ class EndGrantService:
         email: EmailSender,
         clock: Clock,
         config: PipelineConfig,
+        sftp: SftpAccess,
     ) -> None:
         self._registry = registry
         self._delivery = delivery
+        self._sftp = sftp
         self._audit = audit
         self._email = email
         self._clock = clock
@@ -63,14 +67,19 @@ class EndGrantService:
         """
         for _ in range(5):
             if grant.status != GrantStatus.ACTIVE:
+                if grant.sftp_user and grant.sftp_user_deleted_at is None:  # ended before it had a user to delete
+                    grant = self._delete_user(grant)
                 self._record_end(grant)
                 return grant
-            self._delivery.update_policies(names.egress_container(grant.package_id), add=[], remove=[grant.policy_id])
+            self._cut_access(grant)
             now = self._clock.now()
+            gone: dict[str, object] = {"sftp_user_deleted_at": now} if grant.sftp_user else {}
             if to == GrantStatus.REVOKED:
-                ended = grant.transition(to, revoked_at=now, revoked_by=actor, revoke_reason=reason, ended_at=now)
+                ended = grant.transition(
+                    to, revoked_at=now, revoked_by=actor, revoke_reason=reason, ended_at=now, **gone
+                )
             else:
-                ended = grant.transition(to, ended_at=now)
+                ended = grant.transition(to, ended_at=now, **gone)
             # Told before the record changes, so a failed email leaves the grant active (its link is
             # already dead) and a repeat or the next sweep tells them; the outbox sends it once.
             self._notify(ended)
@@ -81,15 +90,36 @@ class EndGrantService:
                 assert fresh is not None
                 grant = fresh
                 continue
+            if saved.sftp_user:
+                self._sftp.delete_user(saved.sftp_user)  # once more: a delivery may have made it again meanwhile
+                sftp_grants.close_firewall(self._registry, self._sftp)
             self._record_end(saved)
             logger.info("grant %s of %s ended: %s (%s)", grant.grant_id, grant.package_id, saved.status, actor)
             return saved
         raise ConcurrencyConflict(f"grant {grant.grant_id} kept changing while it was being ended; try again")
 
+    def _cut_access(self, grant: GrantRecord) -> None:
+        if grant.sftp_user:
+            self._sftp.delete_user(grant.sftp_user)
+        else:
+            self._delivery.update_policies(names.egress_container(grant.package_id), add=[], remove=[grant.policy_id])
+
+    def _delete_user(self, grant: GrantRecord) -> GrantRecord:
+        assert grant.sftp_user
+        self._sftp.delete_user(grant.sftp_user)
+        sftp_grants.close_firewall(self._registry, self._sftp)
+        try:
+            return self._registry.update_grant(grant.model_copy(update={"sftp_user_deleted_at": self._clock.now()}))
+        except ConcurrencyConflict:
+            return self._registry.get_grant(grant.grant_id) or grant
+
     def _record_end(self, grant: GrantRecord) -> None:
         """Audit entry and manager notice of an ended grant, each once (event id and outbox)."""
         revoked = grant.status == GrantStatus.REVOKED
         details: dict[str, object] = {"grant_id": grant.grant_id, "recipient": grant.recipient_email}
+        if grant.sftp_user:
+            details["sftp_username"] = grant.sftp_login
+            details["sftp_user_deleted"] = True
         if revoked:
             details["reason"] = grant.revoke_reason
         self._audit.append(

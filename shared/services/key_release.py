@@ -7,7 +7,7 @@ from typing import Any
 
 from shared.domain import names
 from shared.domain.manifest import Method
-from shared.domain.records import PackageStatus
+from shared.domain.records import GrantStatus, PackageStatus
 from shared.errors import Conflict, NotFound
 from shared.ports import AuditTrail, BlobStore, Clock, EmailSender, PackageKeys, Registry
 from shared.services import notifications
@@ -29,9 +29,11 @@ class KeyReleaseService:
         email: EmailSender,
         clock: Clock,
         config: PipelineConfig,
+        sftp_store: BlobStore,
     ) -> None:
         self._records = records
         self._delivery = delivery
+        self._sftp_store = sftp_store
         self._keys = keys
         self._registry = registry
         self._audit = audit
@@ -58,10 +60,19 @@ class KeyReleaseService:
                 f"{package_id} has expired; its key was or is being destroyed. Egress it again as a new package"
             )
         manifest = load_manifest(self._records, self._config.records_container, package_id)
-        container, prefix = names.encrypted_location(package_id, manifest.method, self._config.sftp_container)
-        encrypted = load_encrypted_manifest(self._delivery, container, prefix)
+        store = self._sftp_store if manifest.method == Method.SFTP else self._delivery
+        encrypted = load_encrypted_manifest(store, names.egress_container(package_id), "")
         identity = self._keys.get(package_id)
-        for person in manifest.recipients:
+        # A recipient whose SFTP login the manager revoked does not get the key.
+        revoked = {
+            g.recipient_index
+            for g in self._registry.list_grants(package_id=package_id)
+            if g.status == GrantStatus.REVOKED
+        }
+        people = [p for i, p in enumerate(manifest.recipients) if i not in revoked]
+        if not people:
+            raise Conflict(f"every recipient's access to {package_id} was revoked; there is nobody to send the key to")
+        for person in people:
             self._email.send(
                 notifications.key_release(
                     package_id, person.name, person.email, identity, encrypted, method=manifest.method.value
@@ -70,7 +81,7 @@ class KeyReleaseService:
         released = self._registry.update_package(
             record.model_copy(update={"key_released_at": now, "key_released_by": actor, "updated_at": now})
         )
-        recipients = [p.email for p in manifest.recipients]
+        recipients = [p.email for p in people]
         self._audit.append(package_id, "key_released", actor, {"recipients": recipients})
         self._email.send(
             notifications.manager_key_released(package_id, actor, recipients, self._config.system_manager_email)

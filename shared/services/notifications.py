@@ -319,33 +319,59 @@ def manager_poisoned(queue: str, message_id: str, what: str, package_id: str | N
 
 
 def sftp_address(
-    manifest: Manifest, name: str, to: str, host: str, folder: str, encrypted: dict[str, Any]
+    manifest: Manifest, grant: GrantRecord, host: str, port: int, encrypted: dict[str, Any]
 ) -> OutgoingEmail:
+    """Email 1 of 3: where and as whom to connect, how with common clients, and what will arrive."""
+    login = grant.sftp_login or ""
+    port_flag = "" if port == 22 else f"-P {port} "
     return _email(
         "sftp_address",
-        to,
+        grant.recipient_email,
         f"Data egress: {manifest.package_id} is ready on the SFTP server (1 of 3: address)",
-        f"sftp-address:{manifest.package_id}:{to}",
-        name=shown(name),
+        f"sftp-address:{grant.grant_id}",
+        name=shown(grant.recipient_name),
         package_id=shown(manifest.package_id),
         title=shown(manifest.title),
-        address=f"sftp://{host}",
-        folder=shown(folder),
+        host=shown(host),
+        port=port,
+        username=shown(login),
+        key_login=grant.sftp_key_login,
+        ip_ranges=[shown(r) for r in grant.ip_ranges],
+        expires_at=grant.expires_at,
+        openssh=f"sftp {port_flag}{_arg(login)}@{_arg(host)}",
         **_encrypted_files(encrypted),
     )
 
 
-def sftp_connection(package_id: str, name: str, to: str, username: str, manager: str) -> OutgoingEmail:
+def sftp_password(package_id: str, grant: GrantRecord, password: str, manager: str) -> OutgoingEmail:
+    """Email 2 of 3: the password alone. Each new password is a new email (its generation)."""
     return _email(
-        "sftp_connection",
-        to,
-        f"Data egress: {package_id} SFTP connection details (2 of 3)",
-        f"sftp-connection:{package_id}:{to}",
-        name=shown(name),
+        "sftp_password",
+        grant.recipient_email,
+        f"Data egress: {package_id} SFTP password (2 of 3)",
+        f"sftp-password:{grant.grant_id}:{grant.password_generation}",
+        name=shown(grant.recipient_name),
         package_id=shown(package_id),
-        username=shown(username),
+        password=password,
+        expires_at=grant.expires_at,
         manager=shown(manager),
-        example=f"sftp {_arg(username)}@ADDRESS",
+    )
+
+
+def sftp_key_set(package_id: str, grant: GrantRecord, key: str, manager: str) -> OutgoingEmail:
+    """Email 2 of 3 when the recipient gave an SSH public key: no password, their key is set."""
+    parts = key.split()
+    return _email(
+        "sftp_key_set",
+        grant.recipient_email,
+        f"Data egress: {package_id} SFTP login with your SSH key (2 of 3)",
+        f"sftp-key:{grant.grant_id}",
+        name=shown(grant.recipient_name),
+        package_id=shown(package_id),
+        key_type=shown(parts[0]) if parts else "",
+        key_end=shown(parts[1][-12:]) if len(parts) > 1 else "",
+        expires_at=grant.expires_at,
+        manager=shown(manager),
     )
 
 

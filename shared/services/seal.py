@@ -64,9 +64,11 @@ class SealService:
         email: EmailSender,
         clock: Clock,
         config: PipelineConfig,
+        sftp_store: BlobStore,
     ) -> None:
         self._staging = staging
         self._delivery = delivery
+        self._sftp_store = sftp_store  # the SFTP-enabled account: sftp packages are sealed there
         self._keys = keys
         self._crypto = crypto
         self._registry = registry
@@ -173,10 +175,14 @@ class SealService:
             self._keys.put(package_id, identity)
             return identity
 
+    def _sealed_store(self, manifest: Manifest) -> BlobStore:
+        return self._sftp_store if manifest.method == Method.SFTP else self._delivery
+
     def _encrypt(self, manifest: Manifest) -> dict[str, Any]:
         package_id = manifest.package_id
-        container, prefix = names.encrypted_location(package_id, manifest.method, self._config.sftp_container)
-        self._delivery.ensure_container(container)
+        container, prefix = names.egress_container(package_id), ""
+        store = self._sealed_store(manifest)
+        store.ensure_container(container)
         recipient = self._crypto.public_of(self._identity(package_id))
 
         def encrypt(entry: FileEntry) -> dict[str, Any]:
@@ -187,7 +193,7 @@ class SealService:
             except NotFound:
                 raise _Changed([f"file {entry.path!r} was removed from staging after sign-off"]) from None
             source = HashingReader(reader)
-            target = HashingWriter(self._delivery.open_write(container, prefix + names.encrypted_file(entry.path)))
+            target = HashingWriter(store.open_write(container, prefix + names.encrypted_file(entry.path)))
             try:
                 self._crypto.encrypt(source, target, recipient)  # type: ignore[arg-type]
                 problem = _changed(entry, source.size, source.sha.hexdigest())
@@ -216,8 +222,8 @@ class SealService:
             "recipient": recipient,
             "files": files,
         }
-        self._delivery.write(container, prefix + names.ENCRYPTED_MANIFEST, json.dumps(encrypted, indent=2).encode())
-        stored = {b.name: b.size for b in self._delivery.list_blobs(container, prefix)}
+        store.write(container, prefix + names.ENCRYPTED_MANIFEST, json.dumps(encrypted, indent=2).encode())
+        stored = {b.name: b.size for b in store.list_blobs(container, prefix)}
         wrong = [f["encrypted_path"] for f in files if stored.get(prefix + f["encrypted_path"]) != f["encrypted_size"]]
         if wrong:
             raise StorageUnavailable(f"the encrypted copy of {wrong[0]!r} did not land whole; retrying")
@@ -229,11 +235,7 @@ class SealService:
         }
 
     def _discard(self, manifest: Manifest) -> None:
-        if manifest.method == Method.STORAGE_EXPLORER:
-            self._delivery.delete_container(names.egress_container(manifest.package_id))
-            return
-        container, prefix = names.encrypted_location(manifest.package_id, manifest.method, self._config.sftp_container)
-        self._delivery.delete_blobs(container, [b.name for b in self._delivery.list_blobs(container, prefix)])
+        self._sealed_store(manifest).delete_container(names.egress_container(manifest.package_id))
 
     def _reject_changed(self, record: PackageRecord, manifest: Manifest, reasons: list[str]) -> None:
         try:

@@ -156,9 +156,11 @@ class SweepService:
         poison: PoisonWatch,
         clock: Clock,
         config: PipelineConfig,
+        sftp_store: BlobStore,
         grants_due: DueIndex | None = None,
         packages_due: DueIndex | None = None,
     ) -> None:
+        self._sftp_store = sftp_store
         self._poison = poison
         self._registry = registry
         self._delivery = delivery
@@ -348,14 +350,11 @@ class SweepService:
                 report.keys_destroyed.append(package.package_id)
             if expires_at + self._config.retention > now:
                 return expires_at + self._config.retention
-            container, prefix = names.encrypted_location(
-                package.package_id, package.method or "", self._config.sftp_container
-            )
-            if prefix:
-                self._delivery.delete_blobs(container, [b.name for b in self._delivery.list_blobs(container, prefix)])
-            else:
-                self._delivery.delete_container(container)
-            deleted = f"{container}/{prefix}"
+            if any(g.status == GrantStatus.ACTIVE for g in self._registry.list_grants(package_id=package.package_id)):
+                return None  # an sftp login is still open (its end writes the row of when the package may close)
+            deleted = names.egress_container(package.package_id)
+            store = self._sftp_store if package.method == Method.SFTP else self._delivery
+            store.delete_container(deleted)
         else:
             grants = self._registry.list_grants(package_id=package.package_id)
             if any(g.status == GrantStatus.ACTIVE for g in grants):

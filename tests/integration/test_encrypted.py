@@ -47,11 +47,12 @@ def encrypted_package(services: Services, blob_service, smtp: SmtpSink, method: 
 
 def fetch(services: Services, package_id: str, method: str, into: Path) -> dict:
     """What an SFTP client or the disk would hand the recipient."""
-    container, prefix = names.encrypted_location(package_id, method, services.settings.sftp_container)
-    for blob in services.delivery.list_blobs(container, prefix):
-        target = into / blob.name[len(prefix) :]
+    container = names.egress_container(package_id)
+    store = services.sftp_store if method == "sftp" else services.delivery
+    for blob in store.list_blobs(container, ""):
+        target = into / blob.name
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(b"".join(services.delivery.chunks(container, blob.name)))
+        target.write_bytes(b"".join(store.chunks(container, blob.name)))
     return json.loads((into / "encrypted-manifest.json").read_text())
 
 
@@ -76,8 +77,14 @@ def test_sftp_round_trip_with_the_real_age_tool(
     mails = smtp.to(RECIPIENT)
     assert len(mails) == 2
     assert "1 of 3" in mails[0]["Subject"] and "2 of 3" in mails[1]["Subject"]
-    assert "sftp://" in body_text(mails[0]) and "Username: egress" in body_text(mails[1])
-    assert "sftp://" not in body_text(mails[1]), "address and connection details travel separately"
+    (grant,) = services.registry.list_grants(package_id=package_id)
+    assert grant.sftp_login == f"{services.sftp.account_name}.{grant.sftp_user}"
+    address, secret = body_text(mails[0]), body_text(mails[1])
+    assert re.search(rf"Username: +{re.escape(grant.sftp_login)}\s", address)
+    assert re.search(rf"Server: +{re.escape(services.sftp.host)}\s", address)
+    password = re.search(r"Password\r?\n-+\r?\n(\S+)\s", secret).group(1)
+    assert services.sftp.verify_password(grant.sftp_user, password), "the emailed password logs in"
+    assert password not in address and grant.sftp_login not in secret, "address and password travel apart"
     encrypted = fetch(services, package_id, "sftp", tmp_path / "arrived")
     assert encrypted["format"] == "age-encryption.org/v1"
     assert sorted(f["path"] for f in encrypted["files"]) == sorted(SAMPLE_FILES)
@@ -120,15 +127,18 @@ def test_sftp_round_trip_with_the_real_age_tool(
         "storage": "".join(
             b"".join(services.delivery.chunks(c, b.name)).decode("latin-1")
             for c in (
-                services.settings.sftp_container,
+                names.egress_container(package_id),
                 services.settings.records_container,
                 services.settings.audit_container,
             )
             for b in services.delivery.list_blobs(c, "")
         ),
     }
+    secret_places["grants"] = repr(services.registry.list_grants(package_id=package_id))
+    secret_places["sftp users"] = repr(list(services.sftp._table.list_entities()))
     for where, text in secret_places.items():
         assert key not in text, f"the package key leaked into {where}"
+        assert password not in text, f"the SFTP password leaked into {where}"
 
 
 def test_release_twice_wrong_method_unknown_and_after_expiry_answer_409(
@@ -297,7 +307,7 @@ def test_expiry_destroys_the_key_and_retention_closes(services: Services, blob_s
     assert package_id in services.sweep.sweep().closed
     record = services.registry.get_package(package_id)
     assert record is not None and record.status == PackageStatus.CLOSED
-    assert services.delivery.list_blobs(services.settings.sftp_container, f"{package_id}/") == []
+    assert not services.sftp_store.container_exists(names.egress_container(package_id))
     assert [e.action for e in services.audit.read(package_id)][-2:] == ["key_destroyed", "closed"]
 
 
@@ -322,8 +332,8 @@ def test_a_failure_part_way_leaves_no_partial_ciphertext_and_the_retry_completes
     failing = flow.with_seal(services, clock, crypto=FailsPartWay(AgeCrypto()))
     with pytest.raises(StorageUnavailable):
         egress(failing, smtp, package_id, raw)  # sealing, in the queued release, fails part-way
-    container, prefix = names.encrypted_location(package_id, "sftp", services.settings.sftp_container)
-    assert services.delivery.list_blobs(container, prefix) == []  # nothing committed, not even in part
+    container, prefix = names.egress_container(package_id), ""
+    assert not services.sftp_store.container_exists(container) or services.sftp_store.list_blobs(container, "") == []  # nothing committed, not even in part
 
     assert flow.release(services, package_id) == "granted"  # the host runs the release message again
     assert egress(services, smtp, package_id, raw) == "unchanged"

@@ -21,7 +21,7 @@ from shared.domain.audit import AuditAnchor, AuditEntry, make_entry
 from shared.domain.manifest import Role
 from shared.domain.records import GrantRecord, GrantStatus, PackageRecord, PackageStatus, SignoffRecord
 from shared.errors import ConcurrencyConflict, NotFound, StorageUnavailable
-from shared.ports import AccessPolicy, BlobInfo, DueRow, FileDigest, Link, OutgoingEmail
+from shared.ports import AccessPolicy, BlobInfo, DueRow, FileDigest, Link, OutgoingEmail, SftpUser
 
 _R = TypeVar("_R", bound=BaseModel)
 _etags = itertools.count(1)
@@ -291,6 +291,56 @@ class FakeBlobStore:
             held[policy.policy_id] = policy
         for policy_id in remove:
             held.pop(policy_id, None)
+
+
+class FakeSftpAccess:
+    """SFTP local users and firewall in memory: who exists, with which password or key, and every call."""
+
+    def __init__(self, faults: Faults | None = None) -> None:
+        self.account_name = "sftpacct"
+        self.host = "sftp.fake.example"
+        self.port = 22
+        self.users: dict[str, SftpUser] = {}
+        self.passwords: dict[str, str] = {}
+        self.ranges: list[str] = []
+        self.calls: list[tuple[str, str]] = []
+        self._faults = faults or Faults()
+        self._count = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def _call(self, what: str, name: str) -> None:
+        self._faults.tick(what)
+        self.calls.append((what, name))
+
+    def ensure_user(self, user: SftpUser) -> None:
+        with self._lock:
+            self._call("ensure_user", user.name)
+            self.users[user.name] = user
+
+    def new_password(self, name: str) -> str:
+        with self._lock:
+            self._call("new_password", name)
+            if name not in self.users:
+                raise NotFound(f"no SFTP user {name}")
+            self.passwords[name] = f"pw-{next(self._count)}-{name}"
+            return self.passwords[name]
+
+    def delete_user(self, name: str) -> None:
+        with self._lock:
+            self._call("delete_user", name)
+            self.users.pop(name, None)
+            self.passwords.pop(name, None)
+
+    def user_names(self) -> list[str]:
+        return sorted(self.users)
+
+    def allow_ranges(self, ranges: Sequence[str]) -> None:
+        with self._lock:
+            self._call("allow_ranges", ",".join(ranges))
+            self.ranges = list(ranges)
+
+    def allowed_ranges(self) -> list[str]:
+        return list(self.ranges)
 
 
 class FakeLinks:

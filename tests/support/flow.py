@@ -127,6 +127,7 @@ def with_seal(services: Services, clock: Clock, **ports: Any) -> Services:
     real: dict[str, Any] = {
         "staging": services.staging,
         "delivery": services.delivery,
+        "sftp_store": services.sftp_store,
         "keys": LocalPackageKeys(Path(services.settings.local_secrets_dir)),
         "crypto": AgeCrypto(),
         "registry": services.registry,
@@ -148,6 +149,8 @@ def with_deliver(services: Services, clock: Clock, signing_key: str, **ports: An
         "registry": services.registry,
         "audit": services.audit,
         "links": links,
+        "sftp": services.sftp,
+        "sftp_store": services.sftp_store,
         "email": _email(services),
         "clock": clock,
         "config": services.config,

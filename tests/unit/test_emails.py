@@ -83,6 +83,23 @@ def grant(name: str = "Ada Byron", **changes: Any) -> GrantRecord:
     return record.model_copy(update=changes)
 
 
+SFTP_HOST = "dshsftp.blob.core.windows.net"
+SFTP_LOGIN = "dshsftp.u5b1e0c9d2a7f4e31"
+SFTP_PASSWORD = "Fz3pQ9vWm2LxT8rKc4YhN7sB1dGa6EuJ"  # a made-up password, shaped like Azure's
+SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB3Y0n0tRealKeyJustTheShapeOfOneAbc ada@laptop"
+
+
+def sftp_grant(name: str = "Ada Byron", **changes: Any) -> GrantRecord:
+    return grant(
+        name,
+        policy_id="",
+        sftp_user="u5b1e0c9d2a7f4e31",
+        sftp_login=SFTP_LOGIN,
+        password_generation=1,
+        **changes,
+    )
+
+
 def signoff(person: dict[str, str], **changes: Any) -> SignoffRecord:
     return SignoffRecord(
         package_id=PACKAGE_ID,
@@ -163,12 +180,9 @@ def sample_emails(title: str = TITLE, name: str = "Ada Byron", comment: str | No
             grant(name, status=GrantStatus.EXPIRED), "expired", MANAGER
         ),
         "manager-closed": notifications.manager_closed(PACKAGE_ID, MANAGER),
-        "sftp-address": notifications.sftp_address(
-            sftp, name, "ada@provider.example", CONFIG.sftp_host, f"/egress-sftp/{PACKAGE_ID}/", enc
-        ),
-        "sftp-connection": notifications.sftp_connection(
-            PACKAGE_ID, name, "ada@provider.example", CONFIG.sftp_username, MANAGER
-        ),
+        "sftp-address": notifications.sftp_address(sftp, sftp_grant(name), SFTP_HOST, 22, enc),
+        "sftp-password": notifications.sftp_password(PACKAGE_ID, sftp_grant(name), SFTP_PASSWORD, MANAGER),
+        "sftp-key-set": notifications.sftp_key_set(PACKAGE_ID, sftp_grant(name, sftp_key_login=True), SSH_KEY, MANAGER),
         "physical-notice": notifications.physical_notice(physical, name, "ada@provider.example", enc, MANAGER),
         "key-release": notifications.key_release(
             PACKAGE_ID, name, "ada@provider.example", IDENTITY, enc, method="sftp"
@@ -234,6 +248,8 @@ FACT_PATTERNS = {
     "route": r"(?:POST|GET) /api/[\w/{}.-]+",
     "command": r"(?m)^[ \t]*((?:egress|azcopy|age|sftp) [^\n]*?)[ \t]*$",
     "key": r"AGE-SECRET-KEY-1[0-9A-Z]+",
+    "password": re.escape(SFTP_PASSWORD),
+    "ssh key": r"\bssh-ed25519\b|\bssh-rsa\b|\becdsa-sha2-nistp\d+\b",
     "address": r"\b\d{1,3}(?:\.\d{1,3}){3}(?:/\d{1,2})?\b",
     "size": r"\b\d[\d,.]* (?:bytes|KiB|MiB|GiB)\b",
     "tier": r"\btier \d\b",
@@ -257,7 +273,8 @@ SUBJECTS = {
     "manager-grant-expired": f"Data egress: grant g-5b1e0c9d2a7f4e31 of {PACKAGE_ID} expired",
     "manager-closed": f"Data egress: {PACKAGE_ID} closed",
     "sftp-address": f"Data egress: {PACKAGE_ID} is ready on the SFTP server (1 of 3: address)",
-    "sftp-connection": f"Data egress: {PACKAGE_ID} SFTP connection details (2 of 3)",
+    "sftp-password": f"Data egress: {PACKAGE_ID} SFTP password (2 of 3)",
+    "sftp-key-set": f"Data egress: {PACKAGE_ID} SFTP login with your SSH key (2 of 3)",
     "physical-notice": f"Data egress: {PACKAGE_ID} will come on a physical disk",
     "key-release": f"Data egress: {PACKAGE_ID} decryption key (3 of 3)",
     "manager-encrypted-ready": f"Data egress: {PACKAGE_ID} encrypted for physical",
@@ -272,8 +289,18 @@ NAMED = {
     "manager-signoff-completed": [TITLE, "Ada Byron", "Alan Turing", "Grace Hopper"],
     "manager-granted": [TITLE, "Ada Byron"],
     "manager-grant-revoked": ["Ada Byron", "leaked"],
-    "sftp-address": [TITLE, "Ada Byron", *(f"{p}.age" for p in FILES)],
-    "sftp-connection": ["Ada Byron", "Username"],
+    "sftp-address": [
+        TITLE,
+        "Ada Byron",
+        SFTP_HOST,
+        SFTP_LOGIN,
+        "203.0.113.7",
+        "WinSCP",
+        "FileZilla",
+        *(f"{p}.age" for p in FILES),
+    ],
+    "sftp-password": ["Ada Byron", SFTP_PASSWORD, "1 of 3"],
+    "sftp-key-set": ["Ada Byron", "ssh-ed25519", "OneAbc"],
     "physical-notice": [TITLE, "Ada Byron", *(f"{p}.age" for p in FILES)],
     "key-release": ["Ada Byron", *FILES],
     "manager-encrypted-ready": [TITLE, "Ada Byron", "write-disk"],
@@ -292,7 +319,9 @@ def test_both_parts_come_from_the_shared_layout_and_carry_the_same_facts(name: s
     assert f"<title>{mail.subject}</title>" in mail.html
     in_text, in_html = facts(mail.text), facts(html.text)
     assert in_text == in_html
-    assert any(in_text[kind] for kind in ("command", "url", "key", "sha256")), "the email says what to do next"
+    assert any(in_text[kind] for kind in ("command", "url", "key", "sha256", "password", "ssh key")), (
+        "the email says what to do next"
+    )
     for fact in [PACKAGE_ID, *NAMED.get(name, [])]:
         assert fact in mail.text and fact in html.text, fact
 
@@ -308,7 +337,6 @@ def test_the_recipient_gets_each_link_on_a_line_of_its_own_and_the_manager_none(
         expected = {
             "recipient-links": {link.url for link in LINKS},
             "signoff-request": {SIGNOFF_LINK},
-            "sftp-address": {f"sftp://{CONFIG.sftp_host}"},
         }.get(name, set())
         assert urls == expected, name
         assert page(mail.html).hrefs == ([SIGNOFF_LINK] if name == "signoff-request" else []), name
@@ -349,8 +377,9 @@ def test_the_idempotency_keys_are_unchanged() -> None:
         "manager-grant-revoked": key("was revoked:g-5b1e0c9d2a7f4e31"),
         "manager-grant-expired": key("expired:g-5b1e0c9d2a7f4e31"),
         "manager-closed": key(f"closed:{PACKAGE_ID}"),
-        "sftp-address": key(f"sftp-address:{PACKAGE_ID}:{to}"),
-        "sftp-connection": key(f"sftp-connection:{PACKAGE_ID}:{to}"),
+        "sftp-address": key("sftp-address:g-5b1e0c9d2a7f4e31"),
+        "sftp-password": key("sftp-password:g-5b1e0c9d2a7f4e31:1"),
+        "sftp-key-set": key("sftp-key:g-5b1e0c9d2a7f4e31"),
         "physical-notice": key(f"physical:{PACKAGE_ID}:{to}"),
         "key-release": key(f"key:{PACKAGE_ID}:{to}"),
         "manager-encrypted-ready": key(f"encrypted-ready:{PACKAGE_ID}"),

@@ -76,6 +76,7 @@ class World:
         self.sweep = SweepService(
             registry=self.registry,
             delivery=FakeBlobStore(),
+            sftp_store=FakeBlobStore(),
             keys=keys,
             audit=self.audit,
             email=FakeEmail(),

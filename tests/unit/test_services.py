@@ -23,6 +23,7 @@ from tests.support.fakes import (
     FakeLinks,
     FakeQueue,
     FakeRegistry,
+    FakeSftpAccess,
     Faults,
 )
 from tests.support.packages import INVESTIGATOR, PROVIDER, REFEREE, SAMPLE_FILES, manifest_for
@@ -43,9 +44,11 @@ class World:
         common = {"registry": self.registry, "audit": self.audit, "email": self.email, "clock": self.clock}
         self.intake = IntakeService(staging=self.staging, queue=self.queue, config=CONFIG, **common)
         self.signoff = SignoffService(records=self.staging, queue=self.queue, config=CONFIG, **common)
+        self.sftp = FakeSftpAccess()
         self.seal = SealService(
             staging=self.staging,
             delivery=self.delivery,
+            sftp_store=self.delivery,
             keys=None,
             crypto=None,
             config=CONFIG,
@@ -56,10 +59,12 @@ class World:
             staging=self.staging,
             delivery=self.delivery,
             links=FakeLinks(),
+            sftp=self.sftp,
+            sftp_store=self.delivery,
             config=CONFIG,
             **common,
         )
-        self.end_grant = EndGrantService(delivery=self.delivery, config=CONFIG, **common)
+        self.end_grant = EndGrantService(delivery=self.delivery, sftp=self.sftp, config=CONFIG, **common)
 
     def stage(self, package_id: str = "wp-unit", **overrides: object) -> bytes:
         for path, data in SAMPLE_FILES.items():

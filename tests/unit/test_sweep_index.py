@@ -29,6 +29,7 @@ from tests.support.fakes import (
     FakeLinks,
     FakeQueue,
     FakeRegistry,
+    FakeSftpAccess,
 )
 from tests.support.packages import SAMPLE_FILES, manifest_for
 
@@ -102,9 +103,11 @@ class World:
         common = {"registry": self.registry, "audit": self.audit, "email": self.email, "clock": self.clock}
         self.intake = IntakeService(staging=self.staging, queue=self.queue, config=config, **common)
         self.signoff = SignoffService(records=self.staging, queue=self.queue, config=config, **common)
+        self.sftp = FakeSftpAccess()
         self.seal = SealService(
             staging=self.staging,
             delivery=self.delivery,
+            sftp_store=self.delivery,
             keys=None,
             crypto=None,
             config=config,
@@ -115,13 +118,16 @@ class World:
             staging=self.staging,
             delivery=self.delivery,
             links=FakeLinks(),
+            sftp=self.sftp,
+            sftp_store=self.delivery,
             config=config,
             **common,
         )
-        self.end_grant = EndGrantService(delivery=self.delivery, config=config, **common)
+        self.end_grant = EndGrantService(delivery=self.delivery, sftp=self.sftp, config=config, **common)
         indexes = {"grants_due": self.grants_due, "packages_due": self.packages_due} if indexed else {}
         self.sweep = SweepService(
             delivery=self.delivery,
+            sftp_store=self.delivery,
             keys=self.keys,
             queue=self.queue,
             grants=self.end_grant,

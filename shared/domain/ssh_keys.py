@@ -16,6 +16,8 @@ def ssh_key_problem(value: str) -> str | None:
     """Why ``value`` is not a public key the SFTP server may accept, or None when it is."""
     if len(value) > MAX_KEY_CHARS:
         return f"is {len(value):,} characters long; a public key line is at most {MAX_KEY_CHARS:,}"
+    if "PRIVATE KEY" in value:
+        return "looks like a PRIVATE key: never share it; give the .pub file's contents instead"
     if any(c in value.strip() for c in "\r\n\x00"):
         return "must be one line: the contents of a .pub file (for example id_ed25519.pub)"
     parts = value.strip().split()
@@ -23,8 +25,6 @@ def ssh_key_problem(value: str) -> str | None:
         return f"is not an OpenSSH public key line ({_EXAMPLE}: the contents of a .pub file)"
     kind = parts[0]
     if kind not in _TYPES:
-        if "PRIVATE KEY" in value:
-            return "looks like a PRIVATE key: never share it; give the .pub file's contents instead"
         return f"has type {kind[:40]!r}; use ssh-ed25519 (recommended), ecdsa-sha2-nistp256/384/521 or ssh-rsa"
     try:
         key = load_ssh_public_key(f"{kind} {parts[1]}".encode("ascii"))

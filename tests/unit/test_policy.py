@@ -449,3 +449,56 @@ def parse_manifest_leniently(raw: bytes):
     reading = read_manifest(raw)
     assert reading.manifest is not None, reading.reasons
     return reading.manifest
+
+
+# -- sftp recipients: declared addresses for the firewall, and an optional SSH public key ---------
+
+
+def _keygen(tmp_path, kind: str, bits: str | None = None) -> str:
+    import subprocess
+
+    path = tmp_path / f"key-{kind}-{bits}"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", kind, *(["-b", bits] if bits else []), "-N", "", "-f", str(path)], check=True
+    )
+    return (tmp_path / f"key-{kind}-{bits}.pub").read_text()
+
+
+def _sftp_recipient(**fields: object) -> dict[str, object]:
+    return {"name": "Ada Byron", "email": "ada@provider.example", "ip_ranges": ["203.0.113.7"], **fields}
+
+
+@pytest.mark.parametrize(("kind", "bits"), [("ed25519", None), ("ecdsa", "256"), ("ecdsa", "521"), ("rsa", "3072")])
+def test_an_sftp_recipient_may_give_an_ed25519_ecdsa_or_long_rsa_key(tmp_path, kind: str, bits: str | None) -> None:
+    manifest = parse(method="sftp", recipients=[_sftp_recipient(ssh_public_key=_keygen(tmp_path, kind, bits))])
+    assert policy_problems(manifest, PolicyConfig()) == []
+
+
+@pytest.mark.parametrize(
+    ("key", "problem"),
+    [
+        ("rsa-2048", "RSA key of 2048 bits; RSA keys need 3072 bits or more"),
+        ("ssh-dss AAAAB3NzaC1kc3MAAACBAP", "has type 'ssh-dss'"),
+        ("ssh-ed25519 AAAAnotakey", "is not a valid ssh-ed25519 public key"),
+        ("ssh-ed25519", "is not an OpenSSH public key line"),
+        ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbn", "looks like a PRIVATE key"),
+        ("ssh-ed25519 AAAA x\nssh-ed25519 AAAA y", "must be one line"),
+    ],
+)
+def test_a_bad_ssh_key_is_refused_with_why(tmp_path, key: str, problem: str) -> None:
+    if key == "rsa-2048":
+        key = _keygen(tmp_path, "rsa", "2048")
+    manifest = parse(method="sftp", recipients=[_sftp_recipient(ssh_public_key=key)])
+    (reason,) = policy_problems(manifest, PolicyConfig())
+    assert reason.startswith("recipients[0].ssh_public_key ") and problem in reason
+
+
+def test_an_ssh_key_is_only_for_sftp_and_sftp_needs_the_addresses(tmp_path) -> None:
+    key = _keygen(tmp_path, "ed25519")
+    links = parse(recipients=[_sftp_recipient(ssh_public_key=key)])
+    assert policy_problems(links, PolicyConfig()) == [
+        "recipients[0].ssh_public_key is only for method sftp (this package is storage_explorer)"
+    ]
+    nowhere = parse(method="sftp", recipients=[_sftp_recipient(ip_ranges=[])])
+    (reason,) = policy_problems(nowhere, PolicyConfig())
+    assert "ip_ranges is required for sftp" in reason and "firewall" in reason

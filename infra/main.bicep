@@ -40,11 +40,8 @@ param retentionHours string = '168'
 @description('Hours a sign-off link lives; sign-off not complete by then rejects the package (DESIGN 3a).')
 param signoffTtlHours string = '168'
 
-@description('SFTP server address given to sftp recipients; empty = the delivery account SFTP endpoint.')
+@description('SFTP server address given to sftp recipients (a DNS name pointing at the SFTP account); empty = its blob endpoint, where Azure serves SFTP.')
 param sftpHost string = ''
-
-@description('SFTP username given to sftp recipients (its password or key is arranged by the system manager).')
-param sftpUsername string = 'egress'
 
 @description('Address space of the service virtual network, and its two subnets inside it.')
 param vnetAddressPrefix string = '10.40.0.0/16'
@@ -61,7 +58,6 @@ var containers = {
   staging: 'egress-staging'
   audit: 'egress-audit'
   records: 'egress-records'
-  sftp: 'egress-sftp'
   deployment: 'app-package'
 }
 var registryTablePrefix = 'egress'
@@ -146,8 +142,22 @@ module delivery 'modules/storage-delivery.bicep' = {
     location: location
     tags: tags
     name: 'dlv${token}'
-    sftpContainer: containers.sftp
     workspaceId: monitoring.outputs.workspaceId
+  }
+}
+
+// sftp packages: sealed into this account's containers, served to recipients by Azure Blob SFTP
+// as local users the app creates and deletes (DESIGN 4a).
+module sftp 'modules/storage-sftp.bicep' = {
+  name: 'storage-sftp'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    name: 'sftp${token}'
+    workspaceId: monitoring.outputs.workspaceId
+    privateEndpointSubnetId: network.outputs.privateEndpointSubnetId
+    privateDnsZoneIds: network.outputs.privateDnsZoneIds
   }
 }
 
@@ -216,9 +226,11 @@ module functionApp 'modules/functionapp.bicep' = {
       AUDIT_CONTAINER: containers.audit
       RECORDS_CONTAINER: containers.records
       REGISTRY_TABLE_PREFIX: registryTablePrefix
-      SFTP_CONTAINER: containers.sftp
-      SFTP_HOST: empty(sftpHost) ? '${delivery.outputs.name}.blob.${environment().suffixes.storage}' : sftpHost
-      SFTP_USERNAME: sftpUsername
+      // The SFTP account: its blobs by identity (the sealed files), its local users and firewall
+      // through Azure Resource Manager (the account's resource id), and the address recipients use.
+      SFTP_STORAGE__blobServiceUri: sftp.outputs.blobEndpoint
+      SFTP_ACCOUNT_ID: sftp.outputs.id
+      SFTP_HOST: empty(sftpHost) ? '${sftp.outputs.name}.blob.${environment().suffixes.storage}' : sftpHost
       KEY_VAULT_URL: keyVault.outputs.uri
       SIGNING_KEY_SECRET_NAME: signingKeySecretName
       EMAIL_BACKEND: 'acs'
@@ -255,6 +267,7 @@ module roles 'modules/roles.bicep' = {
     releaseQueueName: queues.release
     blobTriggerPoisonQueueName: queues.blobTriggerPoison
     deliveryAccountName: delivery.outputs.name
+    sftpAccountName: sftp.outputs.name
     hostAccountName: hostStorage.outputs.name
     keyVaultName: keyVault.outputs.name
     communicationServiceName: communication.outputs.name
@@ -282,5 +295,6 @@ output STAGING_ACCOUNT_NAME string = staging.outputs.name
 output STAGING_CONTAINER string = containers.staging
 output STAGING_SYSTEM_TOPIC_NAME string = events.outputs.name
 output DELIVERY_ACCOUNT_NAME string = delivery.outputs.name
+output SFTP_ACCOUNT_NAME string = sftp.outputs.name
 output KEY_VAULT_NAME string = keyVault.outputs.name
 output EMAIL_SENDER string = communication.outputs.senderAddress

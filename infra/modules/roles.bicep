@@ -1,12 +1,13 @@
-// The Function App identity's roles: data-plane roles only, each scoped to the one resource
-// that needs it (a single queue where a queue is enough), never to the resource group or
-// subscription. tests/unit/test_infra.py checks
-// this list against what the code does.
+// The Function App identity's roles, each scoped to the one resource that needs it (a single queue
+// where a queue is enough), never to the resource group or subscription: data-plane roles, and one
+// custom management role on the SFTP account for its local users and firewall.
+// tests/unit/test_infra.py checks this list against what the code does.
 param principalId string
 param stagingAccountName string
 param releaseQueueName string
 param blobTriggerPoisonQueueName string
 param deliveryAccountName string
+param sftpAccountName string
 param hostAccountName string
 param keyVaultName string
 param communicationServiceName string
@@ -50,6 +51,10 @@ resource blobTriggerPoisonQueue 'Microsoft.Storage/storageAccounts/queueServices
 
 resource delivery 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: deliveryAccountName
+}
+
+resource sftp 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: sftpAccountName
 }
 
 resource hostStorage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
@@ -142,6 +147,73 @@ resource deliveryBlob 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
     principalId: principalId
     principalType: 'ServicePrincipal'
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+  }
+}
+
+// SFTP account: create the egress-<package_id> containers of sftp packages, write the encrypted
+// files, delete them when retention ends. (Local users reach the files by their own permission
+// scopes, not by any role.)
+resource sftpBlob 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(sftp.id, principalId, roles.storageBlobDataContributor)
+  scope: sftp
+  properties: {
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+  }
+}
+
+// SFTP account, management plane (shared/adapters/sftp_azure.py): the built-in role that covers
+// local users is Storage Account Contributor (storageAccounts/*, which also lists the account keys);
+// we know of no narrower one, so a custom role holds exactly the operations the adapter calls:
+// - localusers read (get, list), write (create or update, with scopes and key), delete, and
+//   regeneratePassword/action (the password Azure generates and the app emails). Not
+//   localusers/listKeys/action: the app never reads a user's keys back.
+// - storageAccounts/read and storageAccounts/write, for the firewall's IP rules: they are a
+//   property of the account (networkAcls), and Azure has no narrower operation for them
+//   (Microsoft.Storage's operations list has none for network rules). storageAccounts/write could
+//   change any property of this one account; by itself it reads no data and no key, and the code
+//   writes only networkAcls, everything in it but ipRules as it read it (each write is in the
+//   activity log).
+// Custom roles cannot be made assignable to a single resource (management group, subscription or
+// resource group only): it is assignable in this resource group and assigned on the SFTP account
+// alone. Role names are unique in the tenant, hence the suffix.
+var sftpLocalUsersActions = [
+  'Microsoft.Storage/storageAccounts/read'
+  'Microsoft.Storage/storageAccounts/write'
+  'Microsoft.Storage/storageAccounts/localusers/read'
+  'Microsoft.Storage/storageAccounts/localusers/write'
+  'Microsoft.Storage/storageAccounts/localUsers/delete'
+  'Microsoft.Storage/storageAccounts/localusers/regeneratePassword/action'
+]
+
+resource sftpLocalUsersRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
+  name: guid(resourceGroup().id, 'Egress SFTP local users')
+  properties: {
+    roleName: 'Egress SFTP local users (${uniqueString(resourceGroup().id)})'
+    description: 'The egress service: create, re-password and delete SFTP local users, and set the IP rules, of its SFTP storage account.'
+    type: 'CustomRole'
+    permissions: [
+      {
+        actions: sftpLocalUsersActions
+        notActions: []
+        dataActions: []
+        notDataActions: []
+      }
+    ]
+    assignableScopes: [
+      resourceGroup().id
+    ]
+  }
+}
+
+resource sftpLocalUsers 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(sftp.id, principalId, sftpLocalUsersRole.id)
+  scope: sftp
+  properties: {
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: sftpLocalUsersRole.id
   }
 }
 

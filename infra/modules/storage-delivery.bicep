@@ -1,5 +1,5 @@
 // The delivery account (DELIVERY_STORAGE): the sealed egress-<package_id> containers that
-// recipients reach through their links, and the container the SFTP endpoint serves.
+// recipients reach through their links. (sftp packages live in the SFTP account, storage-sftp.bicep.)
 //
 // It is reachable from the internet because recipients are outside the Safe Haven; what limits
 // the network is the `sip` (allowed IP range) signed into every link, and what limits access is
@@ -11,7 +11,6 @@
 param location string
 param tags object
 param name string
-param sftpContainer string
 param workspaceId string
 
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
@@ -62,14 +61,6 @@ resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01'
     deleteRetentionPolicy: {
       enabled: false
     }
-  }
-}
-
-resource sftp 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
-  parent: blobService
-  name: sftpContainer
-  properties: {
-    publicAccess: 'None'
   }
 }
 

@@ -240,9 +240,6 @@ def test_containers_and_tables_the_code_needs_are_declared() -> None:
             if cfg["type"] == "Microsoft.Storage/storageAccounts/blobServices/containers"
         }
         assert param in declared, f"storage-staging.bicep declares no container named by {param}"
-    delivery_params = bicep("main.bicep")["modules"]["delivery"]["config"]["params"]
-    assert resolve(azure["SFTP_CONTAINER"]) == resolve(delivery_params["sftpContainer"])
-
     prefix = resolve(azure["REGISTRY_TABLE_PREFIX"])
     assert resolve(staging_params["registryTablePrefix"]) == prefix
     tables = {
@@ -258,13 +255,26 @@ def test_containers_and_tables_the_code_needs_are_declared() -> None:
 
 
 def role_assignments() -> dict[tuple[str, str], dict[str, Any]]:
+    """(scope, role) -> the assignment's properties; a built-in role by its key in `roles`, a custom
+    one by the symbol of its role definition in roles.bicep."""
     found = {}
     for cfg in bicep("modules/roles.bicep")["resources"].values():
         if cfg["type"] != "Microsoft.Authorization/roleAssignments":
             continue
         props = cfg["config"]["properties"]
-        role = accessor(props["roleDefinitionId"]["function"]["parameters"]["resource_name_1"]).split(".")[1]
+        definition = props["roleDefinitionId"]
+        if "function" in definition:
+            role = accessor(definition["function"]["parameters"]["resource_name_1"]).split(".")[1]
+        else:
+            symbol, attribute = accessor(definition).split(".")
+            assert attribute == "id" and roles_resource(symbol)["type"] == "Microsoft.Authorization/roleDefinitions"
+            role = symbol
         found[(cfg["config"]["scope"], role)] = props
+    return found
+
+
+def roles_resource(symbol: str) -> dict[str, Any]:
+    found: dict[str, Any] = bicep("modules/roles.bicep")["resources"][symbol]
     return found
 
 
@@ -278,6 +288,8 @@ def test_the_function_identity_has_exactly_the_roles_it_needs() -> None:
         ("blobTriggerPoisonQueue", "storageQueueDataContributor"),  # the blob trigger's poison queue
         ("staging", "storageTableDataContributor"),  # registry
         ("delivery", "storageBlobDataContributor"),  # egress containers
+        ("sftp", "storageBlobDataContributor"),  # sftp packages' containers
+        ("sftp", "sftpLocalUsersRole"),  # SFTP local users and IP rules (custom, management plane)
         ("hostStorage", "storageBlobDataOwner"),  # host keys, leases, deployment package
         ("hostStorage", "storageQueueDataContributor"),
         ("vault", vault_role),
@@ -289,7 +301,7 @@ def test_the_function_identity_has_exactly_the_roles_it_needs() -> None:
     roles = bicep("modules/roles.bicep")["variables"]["roles"]["value"]
     for (_scope, role), props in assignments.items():
         assert props["principalType"] == "ServicePrincipal"
-        assert roles[role] not in BROAD_ROLES, f"{role} is {BROAD_ROLES.get(roles[role])}"
+        assert roles.get(role) not in BROAD_ROLES, f"{role} is {BROAD_ROLES.get(roles[role])}"
     resources = bicep("modules/roles.bicep")["resources"]
     scopes = {cfg["config"]["scope"] for cfg in resources.values() if "scope" in cfg["config"]}
     existing = {symbol for symbol, cfg in resources.items() if cfg["existing"]}
@@ -442,3 +454,102 @@ def test_every_checkov_suppression_gives_a_reason() -> None:
             if "checkov:skip=" in line:
                 reason = line.split("checkov:skip=", 1)[1].split(":", 1)
                 assert len(reason) == 2 and len(reason[1].strip()) > 20, f"{path.name}: {line.strip()}"
+
+
+# The SFTP account (DESIGN 4a; shared/adapters/sftp_azure.py)
+
+# Exactly what shared/adapters/sftp_azure.py calls through azure-mgmt-storage, and nothing else.
+SFTP_ROLE_ACTIONS = {
+    "microsoft.storage/storageaccounts/read": "get_properties: read the firewall",
+    "microsoft.storage/storageaccounts/write": "update: the firewall's IP rules (no narrower operation exists)",
+    "microsoft.storage/storageaccounts/localusers/read": "local_users.list",
+    "microsoft.storage/storageaccounts/localusers/write": "local_users.create_or_update",
+    "microsoft.storage/storageaccounts/localusers/delete": "local_users.delete",
+    "microsoft.storage/storageaccounts/localusers/regeneratepassword/action": "local_users.regenerate_password",
+}
+
+
+def test_the_sftp_account_has_sftp_on_and_shared_key_and_public_blobs_off() -> None:
+    props = account("modules/storage-sftp.bicep")
+    assert resource("modules/storage-sftp.bicep", "account")["kind"] == "StorageV2"
+    assert props["isHnsEnabled"] is True and props["isSftpEnabled"] is True and props["isLocalUserEnabled"] is True
+    assert props["allowSharedKeyAccess"] is False
+    assert props["allowBlobPublicAccess"] is False
+    assert props["minimumTlsVersion"] == "TLS1_2"
+    assert props["supportsHttpsTrafficOnly"] is True
+    # Recipients come from the internet, but only through the firewall the app keeps.
+    assert props["publicNetworkAccess"] == "Enabled"
+    assert props["networkAcls"] == {
+        "defaultAction": "Deny",
+        "bypass": "AzureServices",
+        "ipRules": [],
+        "virtualNetworkRules": [],
+    }
+
+
+def test_the_app_writes_to_the_sftp_account_privately_and_its_reads_are_logged() -> None:
+    module = bicep("modules/storage-sftp.bicep")
+    endpoint = module["modules"]["endpoint"]
+    assert endpoint["detail"]["path"] == "private-endpoint.bicep"
+    params = endpoint["config"]["params"]
+    assert params["groupId"] == "blob" and accessor(params["targetId"]) == "account.id"
+    assert accessor(params["dnsZoneId"]) == "privateDnsZoneIds.blob"
+    logs = resource("modules/storage-sftp.bicep", "blobLogs")
+    assert logs["scope"] == "blobService" and logs["properties"]["workspaceId"] == "workspaceId"
+    assert {log["category"] for log in logs["properties"]["logs"] if log["enabled"]} == {
+        "StorageRead",
+        "StorageWrite",
+        "StorageDelete",
+    }
+    main = bicep("main.bicep")["modules"]["sftp"]["config"]["params"]
+    assert accessor(main["workspaceId"]) == "monitoring.outputs.workspaceId"
+    assert accessor(main["privateEndpointSubnetId"]) == "network.outputs.privateEndpointSubnetId"
+
+
+def test_the_sftp_role_holds_exactly_the_operations_the_adapter_calls_on_that_one_account() -> None:
+    definition = roles_resource("sftpLocalUsersRole")
+    assert definition["type"] == "Microsoft.Authorization/roleDefinitions"
+    props = definition["config"]["properties"]
+    assert props["type"] == "CustomRole"
+    assert props["roleName"].startswith("Egress SFTP local users")
+    (permissions,) = props["permissions"]
+    actions = bicep("modules/roles.bicep")["variables"][permissions["actions"]]["value"]
+    assert {a.lower() for a in actions} == set(SFTP_ROLE_ACTIONS)
+    assert len(actions) == len(SFTP_ROLE_ACTIONS)
+    assert not any("*" in a for a in actions)
+    assert permissions["notActions"] == [] and permissions["dataActions"] == [] and permissions["notDataActions"] == []
+    # Assignable in the service's resource group (custom roles cannot be assignable to one
+    # resource), assigned on the SFTP account only.
+    (scope,) = props["assignableScopes"]
+    assert scope["function"]["type"] == "resource_group" and scope["function"]["property_name"] == "id"
+    on_sftp = {role for (scope, role) in role_assignments() if scope == "sftp"}
+    assert on_sftp == {"storageBlobDataContributor", "sftpLocalUsersRole"}
+    assert [scope for (scope, role) in role_assignments() if role == "sftpLocalUsersRole"] == ["sftp"]
+    sftp = roles_resource("sftp")
+    assert sftp["existing"] is True and sftp["type"] == "Microsoft.Storage/storageAccounts"
+    params = bicep("main.bicep")["modules"]["roles"]["config"]["params"]
+    assert accessor(params["sftpAccountName"]) == "sftp.outputs.name"
+    # The role the adapter names when Azure refuses it.
+    adapter = (ROOT / "shared" / "adapters" / "sftp_azure.py").read_text()
+    assert 'ROLE_NAME = "Egress SFTP local users"' in adapter
+    for call in ("get_properties", "storage_accounts.update", "create_or_update", "regenerate_password"):
+        assert call in adapter
+    assert "list_keys" not in adapter, "listing a local user's keys would need localusers/listKeys/action"
+
+
+def test_the_app_is_told_where_the_sftp_account_is() -> None:
+    azure = app_settings()
+    assert accessor(azure["SFTP_STORAGE__blobServiceUri"]) == "sftp.outputs.blobEndpoint"
+    assert accessor(azure["SFTP_ACCOUNT_ID"]) == "sftp.outputs.id"
+    host = azure["SFTP_HOST"]["operator"]["operands"]
+    assert host["true_value"] == "${sftp.outputs.name}.blob.${environment().suffixes.storage}"
+    assert host["false_value"] == "sftpHost"
+    assert bicep("modules/storage-sftp.bicep")["outputs"]["id"]["value"] == {
+        "operator": {"type": "property_accessor", "operands": {"operand_1": "account", "operand_2": "id"}}
+    }
+    # The old shared SFTP container and username are gone.
+    for old in ("SFTP_CONTAINER", "SFTP_USERNAME"):
+        assert old not in azure
+    assert "sftp" not in main_var("containers")
+    assert "sftpUsername" not in bicep("main.bicep")["parameters"]
+    assert "sftpContainer" not in bicep("modules/storage-delivery.bicep")["parameters"]

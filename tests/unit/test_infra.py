@@ -553,3 +553,10 @@ def test_the_app_is_told_where_the_sftp_account_is() -> None:
     assert "sftp" not in main_var("containers")
     assert "sftpUsername" not in bicep("main.bicep")["parameters"]
     assert "sftpContainer" not in bicep("modules/storage-delivery.bicep")["parameters"]
+
+
+def test_azd_passes_only_parameters_main_bicep_declares() -> None:
+    """A parameter file naming a removed parameter (such as the old sftpUsername) fails the deployment."""
+    given = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    declared = bicep("main.bicep")["parameters"]
+    assert set(given) <= set(declared), set(given) - set(declared)

@@ -301,6 +301,7 @@ def build_services(
         sweep=SweepService(
             delivery=delivery,
             sftp_store=sftp_store,
+            records=staging,
             keys=package_keys,
             email=sender,
             queue=queue,

@@ -93,6 +93,9 @@ class IndexedRegistry:
     def list_grants(self, package_id: str | None = None, status: GrantStatus | None = None) -> list[GrantRecord]:
         return self.inner.list_grants(package_id=package_id, status=status)
 
+    def delete_grant(self, record: GrantRecord) -> None:
+        self.inner.delete_grant(record)
+
     # -- sign-offs (not indexed) ------------------------------------------------------------
 
     def create_signoff(self, record: SignoffRecord) -> SignoffRecord:

@@ -209,6 +209,14 @@ class TableRegistry:
         grants = self._query(self._grants, GrantRecord, conditions)
         return sorted(grants, key=lambda g: (g.package_id, g.recipient_index))
 
+    def delete_grant(self, record: GrantRecord) -> None:
+        try:
+            self._grants.delete_entity(record.package_id, _grant_row(record))
+        except AzureError as exc:
+            if getattr(exc, "status_code", None) == 404:
+                return
+            raise StorageUnavailable(f"deleting a grant of {record.package_id}: {type(exc).__name__}") from exc
+
     # -- sign-offs ----------------------------------------------------------------------
 
     def _index_token(self, record: SignoffRecord) -> None:

@@ -47,6 +47,11 @@ def record_manifest(package_id: str) -> str:
     return f"manifests/{package_id}.json"
 
 
+def archived_grants(package_id: str) -> str:
+    """A closed package's grant records, moved out of the registry table after retention."""
+    return f"grants/{package_id}.json"
+
+
 def audit_blob(package_id: str) -> str:
     return f"{package_id}.jsonl"
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.domain.records import GrantStatus, PackageRecord, PackageStatus
+from shared.domain.records import GrantRecord, GrantStatus, PackageRecord, PackageStatus
 from shared.domain.signoff import SignoffStatus
 from shared.errors import NotFound
 from shared.ports import AuditTrail, BlobStore, Registry
 from shared.services.config import PipelineConfig
-from shared.services.records_io import load_manifest
+from shared.services.records_io import load_archived_grants, load_manifest
 
 
 def _iso(value: Any) -> str | None:
@@ -58,10 +58,16 @@ class OverviewService:
             "key_released_by": record.key_released_by,
             "key_destroyed_at": _iso(record.key_destroyed_at),
             "key_recoverable_until": _iso(record.key_recoverable_until),
-            "grants": [g.public_view() for g in self._registry.list_grants(package_id=package_id)],
+            "grants": [g.public_view() for g in self._grants(record)],
             "audit": [e.model_dump(mode="json") for e in self._audit.read(package_id)],
             "audit_anchor": anchor.model_dump() if (anchor := self._audit.anchor(package_id)) else None,
         }
+
+    def _grants(self, record: PackageRecord) -> list[GrantRecord]:
+        grants = self._registry.list_grants(package_id=record.package_id)
+        if not grants and record.status == PackageStatus.CLOSED:
+            return load_archived_grants(self._records, self._config.records_container, record.package_id)
+        return grants
 
     def _files(self, record: PackageRecord) -> list[dict[str, Any]]:
         try:

@@ -7,6 +7,8 @@ from typing import Any
 
 from shared.domain import names
 from shared.domain.manifest import Manifest
+from shared.domain.records import GrantRecord
+from shared.errors import NotFound
 from shared.ports import BlobStore
 
 
@@ -17,6 +19,22 @@ def save_manifest(records: BlobStore, container: str, manifest: Manifest) -> Non
 def load_manifest(records: BlobStore, container: str, package_id: str) -> Manifest:
     """The verified manifest (after sign-off: as signed). Raises NotFound when there is none."""
     return Manifest.model_validate_json(records.read(container, names.record_manifest(package_id)))
+
+
+def archive_grants(records: BlobStore, container: str, package_id: str, grants: list[GrantRecord]) -> str:
+    """Write a closing package's grant records to the records container; returns the blob's name."""
+    name = names.archived_grants(package_id)
+    records.write(container, name, json.dumps([g.model_dump(mode="json") for g in grants], indent=2).encode())
+    return name
+
+
+def load_archived_grants(records: BlobStore, container: str, package_id: str) -> list[GrantRecord]:
+    """The grants of a closed package (none when it had none, or closed before grants were archived)."""
+    try:
+        data = json.loads(records.read(container, names.archived_grants(package_id)))
+    except NotFound:
+        return []
+    return [GrantRecord.model_validate(g) for g in data]
 
 
 def load_encrypted_manifest(delivery: BlobStore, container: str, prefix: str) -> dict[str, Any]:

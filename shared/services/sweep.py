@@ -43,6 +43,7 @@ from shared.ports import (
 )
 from shared.services import notifications
 from shared.services.config import PipelineConfig
+from shared.services.records_io import archive_grants
 from shared.services.rejection import Rejecter
 
 logger = logging.getLogger(__name__)
@@ -157,10 +158,12 @@ class SweepService:
         clock: Clock,
         config: PipelineConfig,
         sftp_store: BlobStore,
+        records: BlobStore,
         grants_due: DueIndex | None = None,
         packages_due: DueIndex | None = None,
     ) -> None:
         self._sftp_store = sftp_store
+        self._records = records
         self._poison = poison
         self._registry = registry
         self._delivery = delivery
@@ -364,11 +367,23 @@ class SweepService:
                 return last_end + self._config.retention
             deleted = names.egress_container(package.package_id)
             self._delivery.delete_container(deleted)
+        archived = self._archive_grants(package.package_id)
         self._email.send(notifications.manager_closed(package.package_id, self._config.system_manager_email))
         closed = self._registry.update_package(package.transition(PackageStatus.CLOSED, closed_at=now, updated_at=now))
-        self._audit.append(closed.package_id, "closed", ACTOR, {"deleted": deleted})
+        self._audit.append(closed.package_id, "closed", ACTOR, {"deleted": deleted, **archived})
         report.closed.append(closed.package_id)
         return None
+
+    def _archive_grants(self, package_id: str) -> dict[str, object]:
+        """Move a closing package's grant records out of the registry into the records container, so
+        that the grants table holds only what may still change; ``egress status`` reads the archive."""
+        grants = self._registry.list_grants(package_id=package_id)
+        if not grants:
+            return {}
+        blob = archive_grants(self._records, self._config.records_container, package_id, grants)
+        for grant in grants:
+            self._registry.delete_grant(grant)
+        return {"grants_archived": len(grants), "archive": f"{self._config.records_container}/{blob}"}
 
     def _unstick(self, package: PackageRecord, now: datetime, report: SweepReport) -> None:
         """A signed-off package whose release did not finish is queued again (release is idempotent),

@@ -230,6 +230,13 @@ def test_expiry_deletes_every_user_and_empties_the_firewall(
     assert services.sftp.allowed_ranges() == []
     assert all(g.public_view()["sftp"]["state"] == "deleted" for g in grants_of(services, package_id))  # type: ignore[index]
 
+    clock.offset = timedelta(hours=49 + 25)  # past retention: the container goes, the grants are archived
+    assert services.sweep.sweep().closed == [package_id]
+    assert not services.sftp_store.container_exists(names.egress_container(package_id))
+    assert grants_of(services, package_id) == []
+    shown = services.overview.package_status(package_id)["grants"]
+    assert sorted(g["sftp"]["username"] for g in shown) == sorted(f"{services.sftp.account_name}.{u}" for u in users)
+
 
 class RevokedWhileMaking:
     """An SFTP store where the manager's revocation lands just before delivery makes the user."""

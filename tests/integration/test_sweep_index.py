@@ -55,7 +55,8 @@ def test_a_grant_is_indexed_by_its_expiry_hour_and_its_end_by_when_the_package_m
 def test_what_is_due_is_one_key_range_read_and_a_move_loses_to_a_newer_write(services: Services) -> None:
     index = TableDueIndex(table(services, "scratchdue"))
     index.ensure_table()
-    now = datetime.now(UTC)
+    # Ten minutes into an hour, so that now + 2 h and now + 2 h 1 min fall in the same hour's partition.
+    now = datetime.now(UTC).replace(minute=10, second=0, microsecond=0)
     index.put("old", now - timedelta(days=30))
     index.put("past", now - timedelta(seconds=1))
     index.put("soon", now + timedelta(seconds=1))

@@ -107,6 +107,10 @@ class FakeRegistry:
         found = [r for k, r in self.rows.items() if k[0] == "g" and (package_id is None or k[1] == package_id)]
         return [g for g in found if status is None or g.status == status]  # type: ignore[attr-defined,misc]
 
+    def delete_grant(self, record: GrantRecord) -> None:
+        self.faults.tick("delete grant")
+        self.rows.pop(("g", record.package_id, f"recipient-{record.recipient_index}"), None)
+
     def create_signoff(self, record: SignoffRecord) -> SignoffRecord:
         self.tokens[record.token_hash] = (record.package_id, record.role)
         return self._create(("s", record.package_id, record.role.value), record)

@@ -77,6 +77,7 @@ class World:
             registry=self.registry,
             delivery=FakeBlobStore(),
             sftp_store=FakeBlobStore(),
+            records=self.records,
             keys=keys,
             audit=self.audit,
             email=FakeEmail(),

@@ -128,6 +128,7 @@ class World:
         self.sweep = SweepService(
             delivery=self.delivery,
             sftp_store=self.delivery,
+            records=self.staging,
             keys=self.keys,
             queue=self.queue,
             grants=self.end_grant,
@@ -230,6 +231,12 @@ def test_expiry_then_retention_close_the_package_and_leave_no_row() -> None:
     assert world.sweep.sweep().closed == ["wp-unit"]
     assert world.package().status == PackageStatus.CLOSED
     assert not world.delivery.container_exists("egress-wp-unit")
+    # The grant left the registry's table for the records container; the status still shows it.
+    assert world.registry.list_grants(package_id="wp-unit") == []
+    archived = json.loads(world.staging.read(CONFIG.records_container, "grants/wp-unit.json"))
+    assert [g["grant_id"] for g in archived] == [grant.grant_id] and archived[0]["status"] == "expired"
+    closed = [e for e in world.audit.read("wp-unit") if e.action == "closed"][0]
+    assert closed.details["grants_archived"] == 1
     world.clock.advance(hours=24 * 30)
     world.sweep.sweep()
     assert world.empty() and world.table.scans == []

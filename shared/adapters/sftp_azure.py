@@ -37,6 +37,7 @@ from azure.mgmt.storage.models import (
     StorageAccountUpdateParameters,
 )
 
+from shared.domain.policy import firewall_problem
 from shared.errors import EgressError, InvalidRequest, NotFound, StorageUnavailable
 from shared.ports import SftpUser
 
@@ -57,27 +58,6 @@ _ACCOUNT_ID = re.compile(
     flags=re.IGNORECASE | re.ASCII,
 )
 _USER_NAME = re.compile(r"[a-z0-9]{3,64}", flags=re.ASCII)
-
-_RFC1918 = tuple(ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
-# The rest of IANA's special-purpose IPv4 blocks: none of them is a public internet address, so an
-# IP rule for one would admit nobody (or, for a block that only overlaps one, hide a mistake).
-_NOT_PUBLIC = tuple(
-    (ipaddress.IPv4Network(block), what)
-    for block, what in (
-        ("0.0.0.0/8", "'this network' (0.0.0.0/8)"),
-        ("100.64.0.0/10", "carrier-grade NAT space (100.64.0.0/10)"),
-        ("127.0.0.0/8", "loopback (127.0.0.0/8)"),
-        ("169.254.0.0/16", "link-local (169.254.0.0/16)"),
-        ("192.0.0.0/24", "IETF protocol assignments (192.0.0.0/24)"),
-        ("192.0.2.0/24", "documentation (TEST-NET-1, 192.0.2.0/24)"),
-        ("192.88.99.0/24", "6to4 relay anycast (192.88.99.0/24)"),
-        ("198.18.0.0/15", "benchmarking (198.18.0.0/15)"),
-        ("198.51.100.0/24", "documentation (TEST-NET-2, 198.51.100.0/24)"),
-        ("203.0.113.0/24", "documentation (TEST-NET-3, 203.0.113.0/24)"),
-        ("224.0.0.0/4", "multicast (224.0.0.0/4)"),
-        ("240.0.0.0/4", "reserved (240.0.0.0/4)"),
-    )
-)
 
 
 @dataclass(frozen=True)
@@ -104,28 +84,6 @@ def parse_account_id(resource_id: str) -> AccountRef:
             f"got {resource_id[:300]!r}"
         )
     return AccountRef(match["subscription"], match["group"], match["account"].lower())
-
-
-def firewall_problem(value: str) -> str | None:
-    """Why ``value`` cannot be an IP rule of a storage account's firewall, or None when it can."""
-    try:
-        network = ipaddress.ip_network(value.strip(), strict=True)
-    except ValueError:
-        try:
-            ipaddress.ip_network(value.strip(), strict=False)
-        except ValueError:
-            return "is not an IPv4 address or CIDR block"
-        return "has host bits set (write the block's first address)"
-    if not isinstance(network, ipaddress.IPv4Network):
-        return "is IPv6; a storage account's IP rules take IPv4 only"
-    if any(network.overlaps(block) for block in _RFC1918):
-        return "is a private (RFC 1918) range, which Azure refuses in IP rules; give the public address"
-    for block, what in _NOT_PUBLIC:
-        if network.overlaps(block):
-            return f"is or overlaps {what}, not a public internet address"
-    if network.network_address == ipaddress.IPv4Address("255.255.255.255"):
-        return "is the limited broadcast address"
-    return None
 
 
 def firewall_rules(ranges: Iterable[str]) -> list[str]:

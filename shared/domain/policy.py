@@ -69,6 +69,48 @@ def ip_range_problem(value: str, max_prefix: int) -> str | None:
 _RFC1918 = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
 
 
+# IANA's special-purpose IPv4 blocks that no internet client comes from: an IP rule of the SFTP
+# account's firewall for one would admit nobody (or, for a block that only overlaps one, hide a
+# mistake). The documentation blocks (TEST-NET) stay allowed, as for links, so that samples work;
+# Azure documents refusing private (RFC 1918) ranges only.
+_NOT_PUBLIC = tuple(
+    (ipaddress.IPv4Network(block), what)
+    for block, what in (
+        ("0.0.0.0/8", "'this network' (0.0.0.0/8)"),
+        ("100.64.0.0/10", "carrier-grade NAT space (100.64.0.0/10)"),
+        ("127.0.0.0/8", "loopback (127.0.0.0/8)"),
+        ("169.254.0.0/16", "link-local (169.254.0.0/16)"),
+        ("192.0.0.0/24", "IETF protocol assignments (192.0.0.0/24)"),
+        ("192.88.99.0/24", "6to4 relay anycast (192.88.99.0/24)"),
+        ("198.18.0.0/15", "benchmarking (198.18.0.0/15)"),
+        ("224.0.0.0/4", "multicast (224.0.0.0/4)"),
+        ("240.0.0.0/4", "reserved (240.0.0.0/4)"),
+    )
+)
+
+
+def firewall_problem(value: str) -> str | None:
+    """Why ``value`` cannot be an IP rule of the SFTP account's firewall, or None when it can."""
+    try:
+        network = ipaddress.ip_network(value.strip(), strict=True)
+    except ValueError:
+        try:
+            ipaddress.ip_network(value.strip(), strict=False)
+        except ValueError:
+            return "is not an IPv4 address or CIDR block"
+        return "has host bits set (write the block's first address)"
+    if not isinstance(network, ipaddress.IPv4Network):
+        return "is IPv6; a storage account's IP rules take IPv4 only"
+    if any(network.overlaps(block) for block in _RFC1918):
+        return "is a private (RFC 1918) range, which Azure refuses in IP rules; give the public address"
+    for block, what in _NOT_PUBLIC:
+        if network.overlaps(block):
+            return f"is or overlaps {what}, not a public internet address"
+    if network.network_address == ipaddress.IPv4Address("255.255.255.255"):
+        return "is the limited broadcast address"
+    return None
+
+
 def sas_ip(value: str) -> str:
     """The ``sip`` form of a declared range: one address, or 'first-last' for a block."""
     network = ipaddress.ip_network(value)
@@ -162,6 +204,10 @@ def policy_problems(manifest: Manifest, config: PolicyConfig) -> list[str]:
             if value not in ip_problems:
                 ip_problems[value] = ip_range_problem(value, config.max_ip_prefix)
             problem = ip_problems[value]
+            if problem is None and manifest.method == Method.SFTP:
+                problem = firewall_problem(value)
+                if problem:
+                    problem += " (the SFTP server's firewall cannot admit it)"
             if problem:
                 reasons.append(f"recipients[{i}].ip_ranges[{j}] {quoted(value)} {problem}")
     return reasons

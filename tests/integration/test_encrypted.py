@@ -333,7 +333,9 @@ def test_a_failure_part_way_leaves_no_partial_ciphertext_and_the_retry_completes
     with pytest.raises(StorageUnavailable):
         egress(failing, smtp, package_id, raw)  # sealing, in the queued release, fails part-way
     container, prefix = names.egress_container(package_id), ""
-    assert not services.sftp_store.container_exists(container) or services.sftp_store.list_blobs(container, "") == []  # nothing committed, not even in part
+    store = services.sftp_store
+    # nothing committed, not even in part
+    assert not store.container_exists(container) or store.list_blobs(container, "") == []
 
     assert flow.release(services, package_id) == "granted"  # the host runs the release message again
     assert egress(services, smtp, package_id, raw) == "unchanged"

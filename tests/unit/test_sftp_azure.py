@@ -525,7 +525,7 @@ def test_an_open_firewall_is_pointed_out(sftp: AzureSftpAccess, arm: FakeArm, ca
         ("127.0.0.1", "loopback"),
         ("169.254.1.0/24", "link-local"),
         ("100.64.0.0/16", "carrier-grade NAT"),
-        ("198.51.100.0/24", "documentation"),
+        ("198.18.0.0/24", "benchmarking"),
         ("224.0.0.1", "multicast"),
         ("0.0.0.0/0", "private (RFC 1918)"),
         ("2001:db8::/64", "IPv6"),
@@ -542,6 +542,15 @@ def test_ranges_azure_refuses_are_refused_clearly_before_any_call(
         sftp.allow_ranges(["81.2.69.160/28", value])
     assert value in caught.value.message and reason in caught.value.message
     assert arm.seen == []
+
+
+def test_documentation_ranges_stay_allowed_as_the_contract_says_so_that_samples_work() -> None:
+    assert firewall_rules(["198.51.100.0/24", "203.0.113.7/32", "192.0.2.8/31"]) == [
+        "192.0.2.8",
+        "192.0.2.9",
+        "198.51.100.0/24",
+        "203.0.113.7",
+    ]
 
 
 def test_every_refused_range_is_named_at_once() -> None:

@@ -235,7 +235,7 @@ def test_expiry_then_retention_close_the_package_and_leave_no_row() -> None:
     assert world.registry.list_grants(package_id="wp-unit") == []
     archived = json.loads(world.staging.read(CONFIG.records_container, "grants/wp-unit.json"))
     assert [g["grant_id"] for g in archived] == [grant.grant_id] and archived[0]["status"] == "expired"
-    closed = [e for e in world.audit.read("wp-unit") if e.action == "closed"][0]
+    closed = next(e for e in world.audit.read("wp-unit") if e.action == "closed")
     assert closed.details["grants_archived"] == 1
     world.clock.advance(hours=24 * 30)
     world.sweep.sweep()

@@ -183,6 +183,8 @@ def unindexed(services: Services, secrets_dir: str) -> SweepService:
     return SweepService(
         registry=services.registry.inner,
         delivery=services.delivery,
+        sftp_store=services.sftp_store,
+        records=services.staging,
         keys=LocalPackageKeys(Path(secrets_dir)),
         audit=services.audit,
         email=SmtpEmailSender(settings.smtp_host, settings.smtp_port, settings.email_sender),

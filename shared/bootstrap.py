@@ -309,6 +309,7 @@ def build_services(
             poison=_poison_watch(settings),
             grants_due=grants_due,
             packages_due=packages_due,
+            sftp=sftp,
             **common,
         ),
         overview=OverviewService(records=staging, registry=registry, audit=audit, config=config),

@@ -40,8 +40,9 @@ from shared.ports import (
     PoisonWatch,
     Registry,
     ReleaseQueue,
+    SftpAccess,
 )
-from shared.services import notifications
+from shared.services import notifications, sftp_grants
 from shared.services.config import PipelineConfig
 from shared.services.records_io import archive_grants
 from shared.services.rejection import Rejecter
@@ -140,6 +141,7 @@ class SweepReport:
     stuck: list[str] = field(default_factory=list)
     poisoned: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    firewall_fixed: list[str] = field(default_factory=list)  # SFTP firewall ranges added or removed
     looked_at: int = 0  # grants and packages read to decide (due rows met, or every one in a full pass)
 
 
@@ -161,7 +163,12 @@ class SweepService:
         records: BlobStore,
         grants_due: DueIndex | None = None,
         packages_due: DueIndex | None = None,
+        sftp: SftpAccess | None = None,
+        firewall_every: timedelta = timedelta(hours=1),
     ) -> None:
+        self._sftp = sftp
+        self._firewall_every = firewall_every
+        self._firewall_checked: datetime | None = None
         self._sftp_store = sftp_store
         self._records = records
         self._poison = poison
@@ -188,6 +195,7 @@ class SweepService:
         else:
             self._indexed_pass(self._grants_due, self._packages_due, now, report)
         self._attempt(report, "poison queues", lambda: self._report_poison(report))
+        self._attempt(report, "SFTP firewall", partial(self._check_firewall, now, report))
         logger.info(
             "sweep: %d grant(s) expired, %d package(s) closed, %d key(s) destroyed, %d sign-off(s) timed out "
             "(%d looked at)",
@@ -373,6 +381,20 @@ class SweepService:
         self._audit.append(closed.package_id, "closed", ACTOR, {"deleted": deleted, **archived})
         report.closed.append(closed.package_id)
         return None
+
+    def _check_firewall(self, now: datetime, report: SweepReport) -> None:
+        """Once an hour (per worker), put the SFTP firewall right: a redeployment of the Bicep empties
+        its IP rules, and two writers racing can leave one range too many or too few."""
+        if self._sftp is None:
+            return
+        if self._firewall_checked is not None and now - self._firewall_checked < self._firewall_every:
+            return
+        before = set(self._sftp.allowed_ranges())
+        after = set(sftp_grants.close_firewall(self._registry, self._sftp))
+        self._firewall_checked = now
+        if before != after:
+            report.firewall_fixed = sorted(before ^ after)
+            logger.warning("sweep: the SFTP firewall was out of step with the active grants; put right")
 
     def _archive_grants(self, package_id: str) -> dict[str, object]:
         """Move a closing package's grant records out of the registry into the records container, so

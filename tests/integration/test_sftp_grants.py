@@ -266,3 +266,18 @@ def test_a_revocation_racing_delivery_leaves_no_user_and_sends_no_password(
     assert grant.status == GrantStatus.REVOKED
     assert services.sftp.lookup(grant.sftp_user) is None  # type: ignore[arg-type]
     assert not [m for m in smtp.to(ADA["email"]) if "password" in str(m["Subject"])]
+
+
+def test_the_sweep_puts_the_firewall_right_after_a_redeployment_emptied_it(
+    services: Services, blob_service: Any, smtp: SmtpSink, clock: Any
+) -> None:
+    package_id, raw = sftp_package(services, blob_service, recipients=[ADA, BOB])
+    assert egress(services, smtp, package_id, raw) == "granted"
+    services.sweep.sweep()  # this worker's hourly check
+    services.sftp.allow_ranges([])  # `azd provision` wrote the Bicep's empty IP rules
+
+    clock.offset = timedelta(minutes=59)
+    assert services.sweep.sweep().firewall_fixed == []  # checked within the hour: not yet
+    clock.offset = timedelta(minutes=61)
+    assert services.sweep.sweep().firewall_fixed == ["198.51.100.0/28", "203.0.113.7"]
+    assert sorted(services.sftp.allowed_ranges()) == ["198.51.100.0/28", "203.0.113.7"]

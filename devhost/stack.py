@@ -1,4 +1,5 @@
-"""The whole local stack in one command: Azurite, a mail catcher with a web page, and the host.
+"""The whole local stack in one command: Azurite, a mail catcher with a web page, the SFTP endpoint
+and the host.
 
     python -m devhost.stack        (make run)
 
@@ -22,7 +23,15 @@ from devhost.settings_file import ROOT
 
 LOCAL = Path(os.environ.get("EGRESS_LOCAL_DIR", ROOT / ".local"))  # tests point it at a temporary folder
 BIN = ROOT / "node_modules" / ".bin"
-PORTS = {"blob": 10000, "queue": 10001, "table": 10002, "smtp": 1025, "mail web": 1080, "functions": 7071}
+PORTS = {
+    "blob": 10000,
+    "queue": 10001,
+    "table": 10002,
+    "smtp": 1025,
+    "mail web": 1080,
+    "sftp": 2222,
+    "functions": 7071,
+}
 
 
 def function_key() -> str:
@@ -87,6 +96,13 @@ def main() -> int:
         _wait(10000, "Azurite", azurite)
         _wait(10002, "Azurite tables", azurite)
         _wait(1025, "maildev", maildev)
+        sftp = subprocess.Popen(
+            [sys.executable, "-m", "devhost.sftp_server", "--port", str(PORTS["sftp"]), "--host", "127.0.0.1"],
+            cwd=ROOT,
+            env=env,
+        )
+        processes.append(sftp)
+        _wait(PORTS["sftp"], "the SFTP server", sftp)
         func = shutil.which("func")
         command = [func, "start", "--port", "7071"] if func else [sys.executable, "-m", "devhost", "--port", "7071"]
         host = subprocess.Popen(command, cwd=ROOT, env=env)
@@ -101,6 +117,8 @@ def main() -> int:
             f"  Functions host      http://127.0.0.1:7071/api  ({'func start' if func else 'local host'})\n"
             "  Function key        in .local/function-key (send as x-functions-key)\n"
             "  Sign-off pages      http://127.0.0.1:7071/api/signoff/<token>  (the links in the classifiers' emails)\n"
+            f"  SFTP server         sftp -P {PORTS['sftp']} <account>.<user>@127.0.0.1  "
+            "(users the service creates; read-only)\n"
             "\nIn another terminal:  make demo   (plays a whole egress on this stack)\n"
             "Press Ctrl+C to stop.\n",
             flush=True,

@@ -155,13 +155,13 @@ def build_backend(settings_file: Path | None, port: int) -> Backend:
         pass  # the environment alone, as in Azure
     settings = Settings()
     # SFTP_STORAGE: the SFTP account; unset = the delivery account, and that unset = EGRESS_STORAGE.
-    connection = getattr(settings, "sftp_storage", None) or settings.delivery_storage or settings.egress_storage
+    connection = settings.sftp_storage or settings.delivery_storage or settings.egress_storage
     blobs = BlobServiceClient.from_connection_string(connection, **client_options())
     tables = TableServiceClient.from_connection_string(settings.egress_storage)
     users = TableSftpAccess(
         tables.get_table_client(f"{settings.registry_table_prefix}sftpusers"),
         account_name=str(blobs.account_name),
-        host=str(getattr(settings, "sftp_host", "127.0.0.1")),
+        host=settings.sftp_host,
         port=port,
     )
     # No storage call here: the service makes the table, and a start never waits on Azurite (until

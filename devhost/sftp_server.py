@@ -149,10 +149,12 @@ def build_backend(settings_file: Path | None, port: int) -> Backend:
     from shared.adapters.sftp_local import TableSftpAccess
     from shared.settings import Settings
 
+    if settings_file is not None and not settings_file.exists():
+        raise FileNotFoundError(f"no settings file {settings_file}")
     try:
         load_local_settings(settings_file)
     except FileNotFoundError:
-        pass  # the environment alone, as in Azure
+        pass  # no local.settings.json: the environment alone
     settings = Settings()
     # SFTP_STORAGE: the SFTP account; unset = the delivery account, and that unset = EGRESS_STORAGE.
     connection = settings.sftp_storage or settings.delivery_storage or settings.egress_storage
@@ -186,6 +188,18 @@ def _why(exc: BaseException) -> str:
     can carry a request's address)."""
     message = getattr(exc, "message", None)
     return message if isinstance(message, str) and type(exc).__module__.startswith("shared.") else type(exc).__name__
+
+
+def _start_problem(exc: BaseException) -> str:
+    """Why the server could not start, for a person: a setting's name and rule, never its value."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        errors = exc.errors(include_input=False, include_url=False)
+        return "; ".join(f"setting {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
+    if isinstance(exc, FileNotFoundError | ValueError):
+        return str(exc)  # a missing settings file, a malformed connection string (the SDK names no key)
+    return _why(exc)
 
 
 async def _in_thread(call: Callable[..., _T], *args: Any) -> _T:
@@ -617,7 +631,7 @@ async def serve(host: str, port: int, key_path: Path, settings_file: Path | None
     try:
         ready = backend.result()
     except Exception as exc:
-        logger.error("cannot start: %s", getattr(exc, "message", None) or exc)
+        logger.error("cannot start: %s", _start_problem(exc))
         server.close()
         return 2
     logger.info(

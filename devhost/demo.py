@@ -5,7 +5,11 @@
 classification team stages outputs -> each named classifier gets a sign-off email, opens their
 link and approves with their own tier -> the recipient's email arrives -> the link downloads every
 file and their SHA-256 match -> an upload with the same link is refused -> the system manager
-revokes -> the same link is refused -> the audit trail prints and its chain verifies.
+revokes -> the same link is refused -> the audit trail prints and its chain verifies. Then the same
+outputs leave by SFTP: signed off -> the recipient gets "1 of 3" (server, username, how to connect)
+and "2 of 3" (the password) -> logs in with OpenSSH's sftp and downloads the encrypted files -> the
+system manager releases the key ("3 of 3") -> `egress decrypt` checks every SHA-256 -> the manager
+revokes -> the same login is refused.
 Ends with PASS or FAIL and exits non-zero on failure.
 """
 
@@ -27,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from devhost.settings_file import ROOT
+from devhost.sftp_client import sftp_batch
 from devhost.stack import function_key
 
 SAMPLE = ROOT / "samples" / "wp-demo"
@@ -116,6 +121,100 @@ def team_member(index: int) -> str:
     return str(json.loads((SAMPLE / "team.json").read_text())["decisions"][index]["email"])
 
 
+def fact(text: str, label: str) -> str:
+    """A ``Label: value`` line of an email's text part."""
+    match = re.search(rf"(?m)^{re.escape(label)}:\s+(\S+)\s*$", text)
+    if not match:
+        raise DemoFailed(f"the email has no {label!r} line")
+    return match.group(1)
+
+
+def stage_package(outputs: Path, package_id: str, method: str) -> None:
+    must(
+        egress(
+            "manifest",
+            str(outputs),
+            "--package-id",
+            package_id,
+            "--title",
+            "Regression results for the cohort paper",
+            "--tier",
+            "2",
+            "--method",
+            method,
+            "--expires-in-hours",
+            "24",
+            "--team",
+            str(SAMPLE / "team.json"),
+        ),
+        "egress manifest",
+    )
+    must(egress("stage", str(outputs)), "egress stage")
+
+
+def play_sftp(key: str, work: Path) -> None:
+    package_id = f"demo-sftp-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+    outputs = work / "sftp-outputs"
+    shutil.copytree(SAMPLE / "outputs", outputs)
+
+    step(f"Classification team: the same outputs as {package_id}, by SFTP (encrypted), signed off")
+    stage_package(outputs, package_id, "sftp")
+    sign_off(package_id)
+
+    step("Recipient: email 1 of 3 says where and how to connect; email 2 of 3 holds the password alone")
+    address = wait_for_email(RECIPIENT, f"{package_id} is ready on the SFTP server (1 of 3")
+    secret = wait_for_email(RECIPIENT, f"{package_id} SFTP password (2 of 3)")
+    text = address.get("text", "")
+    host, port, username = fact(text, "Server"), int(fact(text, "Port")), fact(text, "Username")
+    password = re.search(r"Password\r?\n-+\r?\n(\S+)", secret.get("text", ""))
+    if not password:
+        raise DemoFailed("email 2 of 3 has no password")
+    print(f"Server {host}, port {port}, username {username}; the password is in email 2 of 3 ({MAIL})")
+
+    step(f"Recipient: logs in with OpenSSH's sftp as {username} and downloads everything")
+    arrived = work / "sftp-arrived"
+    arrived.mkdir()
+    print(f"$ sftp -P {port} {username}@{host}    (password from email 2 of 3)\nsftp> get -r .", flush=True)
+    got = sftp_batch(host, port, username, ["get -r ."], cwd=arrived, password=password.group(1))
+    if got.returncode != 0:
+        raise DemoFailed(f"the SFTP login or download failed (exit {got.returncode}): {got.stderr.strip()}")
+    files = sorted(str(p.relative_to(arrived)) for p in arrived.rglob("*") if p.is_file())
+    print("downloaded: " + ", ".join(files), flush=True)
+
+    step("System manager: the recipient confirms receipt; the key goes out as email 3 of 3")
+    must(egress("--api", API, "key-release", package_id, key=key), "egress key-release")
+    key_mail = wait_for_email(RECIPIENT, f"{package_id} decryption key (3 of 3)")
+    identity = re.search(r"AGE-SECRET-KEY-1[0-9A-Z]+", key_mail.get("text", ""))
+    if not identity:
+        raise DemoFailed("email 3 of 3 has no key")
+    (work / "key.txt").write_text(identity.group(0) + "\n")
+    (work / "key.txt").chmod(0o600)
+
+    step("Recipient: decrypts; every file's SHA-256 is checked against the manifest")
+    must(
+        egress("decrypt", str(arrived), "--key-file", str(work / "key.txt"), "--out", str(work / "sftp-plain")),
+        "egress decrypt",
+    )
+    for original in (outputs).rglob("*"):
+        if original.is_file() and original.name != "manifest.json":
+            plain = work / "sftp-plain" / original.relative_to(outputs)
+            if plain.read_bytes() != original.read_bytes():
+                raise DemoFailed(f"{plain} does not match the staged output")
+
+    step("System manager: shows the SFTP login in the grants, then revokes it")
+    must(egress("--api", API, "grants", "--package", package_id, key=key), "egress grants")
+    must(
+        egress("--api", API, "revoke", "--package", package_id, "--reason", "demo: files received", key=key),
+        "egress revoke",
+    )
+
+    step("Recipient: the same login is now refused")
+    again = sftp_batch(host, port, username, ["ls"], cwd=arrived, password=password.group(1))
+    print(f"sftp answered exit {again.returncode}: {again.stderr.strip().splitlines()[-1:]}", flush=True)
+    if again.returncode == 0:
+        raise DemoFailed("the revoked SFTP login still works")
+
+
 def play() -> None:
     step("Checking the local stack (make run)")
     if http_status(f"{API}/api/health") != 200:
@@ -130,24 +229,7 @@ def play() -> None:
         shutil.copytree(SAMPLE / "outputs", outputs)
 
         step(f"Classification team: writes the manifest of {package_id} (tier 2) and stages it")
-        must(
-            egress(
-                "manifest",
-                str(outputs),
-                "--package-id",
-                package_id,
-                "--title",
-                "Regression results for the cohort paper",
-                "--tier",
-                "2",
-                "--expires-in-hours",
-                "24",
-                "--team",
-                str(SAMPLE / "team.json"),
-            ),
-            "egress manifest",
-        )
-        must(egress("stage", str(outputs)), "egress stage")
+        stage_package(outputs, package_id, "storage_explorer")
 
         step("Classifiers: each named person signs off through their own link (nothing leaves before)")
         wait_for_email(team_member(0), f"Sign-off needed: {package_id}")
@@ -196,6 +278,8 @@ def play() -> None:
 
         step("System manager: prints the audit trail and verifies its chain")
         must(egress("--api", API, "audit", package_id, "--verify", key=key), "egress audit --verify")
+
+        play_sftp(key, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -211,7 +295,8 @@ def main() -> int:
         return 1
     print(
         "\nPASS: staged, signed off by each classifier, emailed, downloaded and verified, upload refused, "
-        "revoked, refused, audit chain intact.",
+        "revoked, refused, audit chain intact; by SFTP: logged in with the emailed password, downloaded, "
+        "key released, decrypted and verified, revoked, login refused.",
         flush=True,
     )
     return 0

@@ -133,7 +133,8 @@ def main() -> int:
     finally:
         for process in reversed(processes):
             if process.poll() is None:
-                process.terminate()
+                # Azurite ignores SIGTERM (it would wait out the kill below) and stops on SIGINT at once.
+                process.send_signal(signal.SIGINT) if process is processes[0] else process.terminate()
         for process in processes:
             try:
                 process.wait(timeout=10)

@@ -24,6 +24,7 @@ from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableClient, TableServiceClient
 from azure.storage.blob import BlobServiceClient
 
+from devhost.sftp_client import sftp_batch
 from devhost.sftp_server import CHUNK_BYTES, READ_AHEAD, BlobReader, blob_path
 from shared.adapters.sftp_local import TableSftpAccess
 from shared.errors import InvalidRequest, NotFound, StorageUnavailable
@@ -138,28 +139,11 @@ def sftp(
     account: str = DEV_ACCOUNT,
 ) -> Run:
     """Run OpenSSH ``sftp -b`` as ``<account>.<user>`` with a password (through SSH_ASKPASS) or a key."""
-    batch = tmp_path / f"batch-{secrets.token_hex(3)}"
-    batch.write_text("\n".join(commands) + "\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SSH_")}
-    options = ["-F", "/dev/null", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
-    options += ["-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10"]
-    if password is not None:
-        askpass = tmp_path / f"askpass-{secrets.token_hex(3)}"
-        secret = tmp_path / f"password-{secrets.token_hex(3)}"
-        secret.write_text(password)
-        secret.chmod(0o600)
-        askpass.write_text(f"#!/bin/sh\ncat '{secret}'\n")
-        askpass.chmod(0o700)
-        env |= {"SSH_ASKPASS": str(askpass), "SSH_ASKPASS_REQUIRE": "force"}
-        # -b sets BatchMode=yes, which forbids asking for a password; ssh keeps the first value of
-        # an option, so BatchMode=no goes before -b.
-        options += ["-o", "BatchMode=no", "-o", "PreferredAuthentications=password", "-o", "PubkeyAuthentication=no"]
-        options += ["-o", "NumberOfPasswordPrompts=1"]
-    if key is not None:
-        options += ["-i", str(key), "-o", "IdentitiesOnly=yes", "-o", "PreferredAuthentications=publickey"]
-    command = [SFTP, *options, "-b", str(batch), "-P", str(endpoint.port), f"{account}.{user}@127.0.0.1"]
-    done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
-    return Run(done.returncode, done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace"))
+    done = sftp_batch(
+        "127.0.0.1", endpoint.port, f"{account}.{user}", commands, cwd=tmp_path, password=password, identity=key,
+        timeout=60,
+    )  # fmt: skip
+    return Run(done.returncode, done.stdout, done.stderr)
 
 
 def snapshot(blobs: BlobServiceClient) -> dict[str, dict[str, str]]:

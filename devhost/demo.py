@@ -210,7 +210,8 @@ def play_sftp(key: str, work: Path) -> None:
 
     step("Recipient: the same login is now refused")
     again = sftp_batch(host, port, username, ["ls"], cwd=arrived, password=password.group(1))
-    print(f"sftp answered exit {again.returncode}: {again.stderr.strip().splitlines()[-1:]}", flush=True)
+    said = "; ".join(line for line in again.stderr.strip().splitlines() if line)
+    print(f"sftp answered exit {again.returncode}: {said or 'no message'}", flush=True)
     if again.returncode == 0:
         raise DemoFailed("the revoked SFTP login still works")
 

@@ -22,7 +22,7 @@ EMAILS = sample_emails()
 # Emails whose reader follows steps in order: those steps are an <ol>, with at least this many.
 STEPS = {
     "recipient-links": 6,
-    "sftp-address": 3,
+    "sftp-address": 2,
     "physical-notice": 3,
     "key-release": 4,
     "manager-encrypted-ready": 3,

@@ -41,6 +41,11 @@ def test_the_demo_passes_on_the_one_command_stack(tmp_path: Path) -> None:
         assert demo.returncode == 0, demo.stdout + demo.stderr
         assert demo.stdout.rstrip().splitlines()[-1].startswith("PASS:")
         assert "Chain verified: intact." in demo.stdout
+        # The sftp part: a real OpenSSH login with the emailed password, then refused after revoke.
+        downloaded = re.search(r"(?m)^downloaded: (.+)$", demo.stdout)
+        assert downloaded and "encrypted-manifest.json" in downloaded.group(1) and ".age" in downloaded.group(1)
+        assert re.search(r"(?m)^sftp answered exit [1-9]", demo.stdout), "the revoked login was not refused"
+        assert "Decrypted" in demo.stdout or "decrypted" in demo.stdout
         assert (tmp_path / "local" / "function-key").read_text() not in demo.stdout + demo.stderr
         # No leftovers of progress bars, and every echoed command pastes back into a shell as it ran.
         lines = (demo.stdout + demo.stderr).splitlines()

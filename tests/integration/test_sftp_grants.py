@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import re
 import subprocess
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from devhost.sftp_client import sftp_batch
 from shared.bootstrap import Services, build_services
 from shared.domain import names
 from shared.domain.records import GrantRecord, GrantStatus, PackageStatus
@@ -23,7 +25,8 @@ from tests.support import flow
 from tests.support.flow import egress
 from tests.support.packages import stage_new
 from tests.support.rounds import together
-from tests.support.servers import DEV_KEY, SmtpSink, body_text
+from tests.support.servers import DEV_KEY, SmtpSink, body_text, wait_for_port
+from tests.support.sftp_endpoint import start_server, stop
 
 pytestmark = pytest.mark.integration
 
@@ -281,3 +284,46 @@ def test_the_sweep_puts_the_firewall_right_after_a_redeployment_emptied_it(
     clock.offset = timedelta(minutes=61)
     assert services.sweep.sweep().firewall_fixed == ["198.51.100.0/28", "203.0.113.7"]
     assert sorted(services.sftp.allowed_ranges()) == ["198.51.100.0/28", "203.0.113.7"]
+
+
+# -- as the recipients do it: OpenSSH's sftp against the local endpoint ---------------------------
+
+
+@pytest.fixture
+def endpoint(settings: Any, azurite: Any, tmp_path: Path) -> Iterator[int]:
+    process, port, log = start_server(azurite, tmp_path, settings.registry_table_prefix)
+    wait_for_port(port, timeout=15)
+    yield port
+    assert stop(process) == 0, log.read_text(errors="replace")
+
+
+def test_recipients_log_in_with_the_emailed_password_or_their_key_and_not_after_revoke_or_expiry(
+    settings: Any, blob_service: Any, smtp: SmtpSink, clock: Any, tmp_path: Path, endpoint: int
+) -> None:
+    services = build_services(settings.model_copy(update={"sftp_port": endpoint}), clock=clock)
+    key = ssh_public_key(tmp_path)
+    package_id, raw = sftp_package(services, blob_service, recipients=[ADA, {**BOB, "ssh_public_key": key}])
+    assert egress(services, smtp, package_id, raw) == "granted"
+    ada, bob = grants_of(services, package_id)
+    address = body_text(smtp.to(ADA["email"])[0])
+    assert re.search(rf"Port: +{endpoint}\s", address) and f"sftp -P {endpoint} " in address
+    password = password_in(smtp, ADA["email"])
+
+    def login(grant: GrantRecord, into: str, **how: Any) -> Any:
+        folder = tmp_path / into
+        folder.mkdir()
+        return sftp_batch("127.0.0.1", endpoint, grant.sftp_login or "", ["get -r ."], cwd=folder, **how)
+
+    got = login(ada, "ada", password=password)
+    assert got.returncode == 0, got.stderr
+    assert (tmp_path / "ada" / "encrypted-manifest.json").exists()
+    assert login(bob, "bob", identity=tmp_path / "id_ed25519").returncode == 0
+    assert login(ada, "wrong", password=password[:-1] + "x").returncode != 0, "a wrong password is refused"
+
+    services.end_grant.revoke_grant(ada.grant_id, "system-manager", "left the project")
+    refused = login(ada, "ada-after-revoke", password=password)
+    assert refused.returncode != 0 and "Permission denied" in refused.stderr
+
+    clock.offset = timedelta(hours=49)
+    assert bob.grant_id in services.sweep.sweep().expired
+    assert login(bob, "bob-after-expiry", identity=tmp_path / "id_ed25519").returncode != 0

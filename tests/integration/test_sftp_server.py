@@ -12,7 +12,6 @@ import os
 import secrets
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,7 +28,8 @@ from devhost.sftp_server import CHUNK_BYTES, READ_AHEAD, BlobReader, blob_path
 from shared.adapters.sftp_local import TableSftpAccess
 from shared.errors import InvalidRequest, NotFound, StorageUnavailable
 from shared.ports import SftpUser
-from tests.support.servers import DEV_ACCOUNT, DEV_KEY, ROOT, Azurite, free_port, wait_for_port
+from tests.support.servers import DEV_ACCOUNT, DEV_KEY, Azurite, free_port, wait_for_port
+from tests.support.sftp_endpoint import start_server, stop
 
 pytestmark = pytest.mark.integration
 
@@ -48,45 +48,6 @@ class Endpoint:
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
-
-
-def start_server(azurite: Azurite, workdir: Path, prefix: str) -> tuple[subprocess.Popen[bytes], int, Path]:
-    settings = workdir / "local.settings.json"  # no Values: this server reads only what the test sets
-    settings.write_text('{"Values": {}}')
-    port = free_port()
-    log = workdir / f"sftp-{port}.log"
-    connection = azurite.connection_string()
-    env = {**os.environ, "EGRESS_STORAGE": connection, "SFTP_STORAGE": connection, "REGISTRY_TABLE_PREFIX": prefix}
-    env.pop("DELIVERY_STORAGE", None)
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "devhost.sftp_server",
-                "--port",
-                str(port),
-                "--host-key",
-                str(workdir / "host-key"),
-                "--settings",
-                str(settings),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    return process, port, log
-
-
-def stop(process: subprocess.Popen[bytes], signum: int = signal.SIGTERM) -> int:
-    process.send_signal(signum)
-    try:
-        return process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-        raise
 
 
 @pytest.fixture(scope="module")

@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient
 
+from devhost.sftp_client import sftp_batch
 from shared.adapters.blob_store import CHUNK_BYTES, client_options
 from shared.adapters.sftp_local import TableSftpAccess
 from shared.ports import SftpUser
@@ -68,30 +69,26 @@ def direct(service: BlobServiceClient, container: str) -> float:
 
 
 class Client:
-    """OpenSSH sftp with a password given through SSH_ASKPASS."""
+    """OpenSSH sftp with a password (``devhost.sftp_client``), timed."""
 
     def __init__(self, workdir: Path, port: int, user: str, password: str) -> None:
-        self.workdir, self.port, self.user = workdir, port, user
-        secret = workdir / "password"
-        secret.write_text(password)
-        secret.chmod(0o600)
-        askpass = workdir / "askpass"
-        askpass.write_text(f"#!/bin/sh\ncat '{secret}'\n")
-        askpass.chmod(0o700)
-        self.env = {**os.environ, "SSH_ASKPASS": str(askpass), "SSH_ASKPASS_REQUIRE": "force"}
+        self.workdir, self.port, self.user, self.password = workdir, port, user, password
 
     def run(self, commands: list[str], cipher: str | None = None) -> float:
-        batch = self.workdir / "batch"
-        batch.write_text("\n".join(commands) + "\n")
-        command = ["sftp", "-F", "/dev/null", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
-        command += ["-o", "LogLevel=ERROR", "-o", "BatchMode=no", "-o", "PreferredAuthentications=password"]
-        command += ["-c", cipher] if cipher else []
-        command += ["-b", str(batch), "-P", str(self.port), f"{DEV_ACCOUNT}.{self.user}@127.0.0.1"]
         start = time.monotonic()
-        done = subprocess.run(command, env=self.env, capture_output=True, stdin=subprocess.DEVNULL, timeout=600)
+        done = sftp_batch(
+            "127.0.0.1",
+            self.port,
+            f"{DEV_ACCOUNT}.{self.user}",
+            commands,
+            cwd=self.workdir,
+            password=self.password,
+            timeout=600,
+            options=("-c", cipher) if cipher else (),
+        )
         elapsed = time.monotonic() - start
         if done.returncode != 0:
-            raise RuntimeError(f"sftp failed: {done.stderr.decode(errors='replace')}")
+            raise RuntimeError(f"sftp failed: {done.stderr}")
         return elapsed
 
 

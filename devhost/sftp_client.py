@@ -25,12 +25,15 @@ def sftp_batch(
     password: str | None = None,
     identity: Path | None = None,
     timeout: float = 120,
+    options: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess[str]:
     """Run ``commands`` (an ``sftp -b`` batch) as ``username`` at ``host:port``; never raises on a
-    refused login (the caller reads ``returncode`` and ``stderr``)."""
+    refused login (the caller reads ``returncode`` and ``stderr``). ``options``: more ``sftp``
+    arguments (for example ``("-c", "aes128-gcm@openssh.com")``)."""
     if (password is None) == (identity is None):
         raise ValueError("give a password or an identity file, one of them")
-    options = [
+    arguments = [
+        *options,
         "-F", "/dev/null",  # none of the user's own ssh configuration
         "-o", "StrictHostKeyChecking=no",
         "-o", "UserKnownHostsFile=/dev/null",
@@ -52,15 +55,15 @@ def sftp_batch(
             env |= {"SSH_ASKPASS": str(askpass), "SSH_ASKPASS_REQUIRE": "force"}
             # -b sets BatchMode=yes, which forbids asking for a password; ssh keeps the first value
             # of an option, so BatchMode=no goes before -b.
-            options += ["-o", "BatchMode=no", "-o", "PreferredAuthentications=password,keyboard-interactive"]
-            options += ["-o", "PubkeyAuthentication=no"]
+            arguments += ["-o", "BatchMode=no", "-o", "PreferredAuthentications=password,keyboard-interactive"]
+            arguments += ["-o", "PubkeyAuthentication=no"]
         else:
             assert identity is not None
-            options += ["-o", "IdentitiesOnly=yes", "-o", "PreferredAuthentications=publickey", "-i", str(identity)]
+            arguments += ["-o", "IdentitiesOnly=yes", "-o", "PreferredAuthentications=publickey", "-i", str(identity)]
         batch = folder / "batch"
         batch.write_text("\n".join(commands) + "\n")
         return subprocess.run(
-            [SFTP, *options, "-b", str(batch), f"{username}@{host}"],
+            [SFTP, *arguments, "-b", str(batch), f"{username}@{host}"],
             cwd=cwd,
             env=env,
             capture_output=True,

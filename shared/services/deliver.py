@@ -280,6 +280,10 @@ class DeliverService:
         """Every recipient told (sftp): the package's key can be released until its grants expire."""
         if record.recipients_notified_at is not None:
             return record
+        return self._told_everyone(record, manifest, expires_at)
+
+    def _told_everyone(self, record: PackageRecord, manifest: Manifest, expires_at: datetime) -> PackageRecord:
+        """The manager is told the encrypted package is out; the key can be released until ``expires_at``."""
         container = names.egress_container(record.package_id)
         self._email.send(
             notifications.manager_encrypted_ready(manifest, container + "/", self._config.system_manager_email)
@@ -309,21 +313,4 @@ class DeliverService:
         manager = self._config.system_manager_email
         for person in manifest.recipients:
             self._email.send(notifications.physical_notice(manifest, person.name, person.email, encrypted, manager))
-        self._email.send(notifications.manager_encrypted_ready(manifest, container + "/", manager))
-        now = self._clock.now()
-        updated = self._registry.update_package(
-            record.model_copy(
-                update={"recipients_notified_at": now, "expires_at": now + timedelta(hours=manifest.expires_in_hours)}
-            )
-        )
-        self._audit.append(
-            record.package_id,
-            "recipients_notified",
-            ACTOR,
-            {
-                "method": manifest.method.value,
-                "recipients": [p.email for p in manifest.recipients],
-                "location": container,
-            },
-        )
-        return updated
+        return self._told_everyone(record, manifest, self._clock.now() + timedelta(hours=manifest.expires_in_hours))

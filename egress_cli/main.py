@@ -6,6 +6,7 @@ Human output by default, ``--json`` for scripts. Exit codes: 0 ok, 2 bad input, 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -690,3 +691,46 @@ def write_disk(obj: Context, package_id: str, path: Path, create: bool) -> None:
             "all match."
         ),
     )
+
+
+@main.command()
+@click.option(
+    "--full",
+    is_flag=True,
+    help="Read every active grant and package instead of the due indexes, and write their index rows "
+    "(after an upgrade, or if an index table was lost).",
+)
+@click.pass_obj
+def sweep(obj: Context, full: bool) -> None:
+    """System manager: do now what the timer does every few minutes (expiry, closing, sign-off deadlines,
+    stuck releases, poison queues, the SFTP firewall)."""
+    from shared.bootstrap import build_services
+
+    obj.refuse_api("sweep", "the timer runs it in Azure; run it here against the storage account")
+    report = build_services(obj.settings()).sweep.sweep(full=full)
+    data = dataclasses.asdict(report)
+
+    def human(r: dict[str, Any]) -> None:
+        done = [(what, r[what]) for what in _SWEPT if r[what]]
+        click.echo(f"Swept ({'every active record' if full else 'what was due'}; {_n(r['looked_at'], 'record')} read).")
+        for what, items in done:
+            click.echo(f"  {_SWEPT[what]}: {', '.join(items)}")
+        if not done:
+            click.echo("  Nothing was due.")
+
+    obj.emit(data, human)
+    if report.failed:
+        raise StorageUnavailable(f"the sweep could not finish {', '.join(report.failed)}; run it again")
+
+
+_SWEPT = {
+    "expired": "grants expired",
+    "closed": "packages closed",
+    "keys_destroyed": "keys destroyed",
+    "signoff_timed_out": "sign-offs timed out",
+    "requeued": "releases queued again",
+    "stuck": "stuck packages reported",
+    "poisoned": "poisoned messages reported",
+    "firewall_fixed": "SFTP firewall ranges put right",
+    "failed": "not done (try again)",
+}

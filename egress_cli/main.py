@@ -732,5 +732,6 @@ _SWEPT = {
     "stuck": "stuck packages reported",
     "poisoned": "poisoned messages reported",
     "firewall_fixed": "SFTP firewall ranges put right",
+    "sftp_users_removed": "SFTP users without an open grant removed",
     "failed": "not done (try again)",
 }

@@ -14,7 +14,8 @@
     └── TransientError               http 503, exit 6   storage, Key Vault or email failed; retry
         ├── StorageUnavailable
         ├── SecretsUnavailable
-        └── EmailUnavailable
+        ├── EmailUnavailable
+        └── InProgress                                another worker holds the claim; retried
 
 Transient errors are re-raised by triggers so the host retries; everything else is recorded.
 Messages are for people and never carry a token, key or secret.
@@ -104,3 +105,9 @@ class SecretsUnavailable(TransientError):
 
 class EmailUnavailable(TransientError):
     code = "email_unavailable"
+
+
+class InProgress(TransientError):
+    """Another worker is doing this right now; trying again shortly finds it done."""
+
+    code = "in_progress"

@@ -191,18 +191,24 @@ class AzureSftpAccess:
 
     def new_password(self, name: str) -> str:
         _check_user_name(name)
-        # Errors here are not chained (``from None``): azure-core puts the body of an answer it
-        # could not read into its exception's text, and this answer's body is the password.
+        # Errors here are raised outside the handler, so that they carry no trace of the SDK's:
+        # azure-core puts the body of an answer it could not read into its exception's text, and
+        # this answer's body is the password (``from None`` would still keep it as __context__).
+        failure: EgressError | None = None
         try:
             result = self._client.local_users.regenerate_password(
                 self._account.resource_group, self._account.name, name
             )
         except ResourceNotFoundError as exc:
-            if _misplaced(exc):
-                raise self._error(exc, f"make a password for the local user {name}") from None
-            raise NotFound(f"the SFTP account {self._account.name} has no local user {name}") from None
+            failure = (
+                self._error(exc, f"make a password for the local user {name}")
+                if _misplaced(exc)
+                else NotFound(f"the SFTP account {self._account.name} has no local user {name}")
+            )
         except AzureError as exc:
-            raise self._error(exc, f"make a password for the local user {name}") from None
+            failure = self._error(exc, f"make a password for the local user {name}")
+        if failure is not None:
+            raise failure
         password = result.ssh_password
         if not password:
             raise StorageUnavailable(f"Azure made no password for the local user {name} on {self._account.name}")

@@ -170,6 +170,11 @@ class GrantRecord(_Record):
     def method(self) -> str:
         return "sftp" if self.sftp_user else "storage_explorer"
 
+    @property
+    def sftp_login_open(self) -> bool:
+        """An sftp grant whose local user may exist: active, and its ending not begun."""
+        return bool(self.sftp_user) and self.status == GrantStatus.ACTIVE and self.sftp_user_deleted_at is None
+
     def sftp_view(self) -> dict[str, object] | None:
         """The SFTP login and whether it still works (``deleted`` once the grant ended)."""
         if not self.sftp_user:
@@ -177,7 +182,7 @@ class GrantRecord(_Record):
         return {
             "username": self.sftp_login or self.sftp_user,
             "login": "ssh key" if self.sftp_key_login else "password",
-            "state": "deleted" if self.sftp_user_deleted_at or self.status != GrantStatus.ACTIVE else "active",
+            "state": "active" if self.sftp_login_open else "deleted",
             "deleted_at": self.sftp_user_deleted_at.isoformat() if self.sftp_user_deleted_at else None,
         }
 

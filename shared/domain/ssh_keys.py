@@ -8,7 +8,8 @@ from cryptography.hazmat.primitives.serialization import load_ssh_public_key
 
 MIN_RSA_BITS = 3072
 MAX_KEY_CHARS = 8192  # an RSA key of 16,384 bits is about 2,800 characters
-_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa")
+# What Azure Blob SFTP takes for a local user's key (its "supported algorithms"): no NIST P-521.
+_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ssh-rsa")
 _EXAMPLE = "ssh-ed25519 AAAA... name@example"
 
 
@@ -25,7 +26,7 @@ def ssh_key_problem(value: str) -> str | None:
         return f"is not an OpenSSH public key line ({_EXAMPLE}: the contents of a .pub file)"
     kind = parts[0]
     if kind not in _TYPES:
-        return f"has type {kind[:40]!r}; use ssh-ed25519 (recommended), ecdsa-sha2-nistp256/384/521 or ssh-rsa"
+        return f"has type {kind[:40]!r}; use ssh-ed25519 (recommended), ecdsa-sha2-nistp256/384 or ssh-rsa"
     try:
         key = load_ssh_public_key(f"{kind} {parts[1]}".encode("ascii"))
     except (ValueError, UnicodeEncodeError):

@@ -19,7 +19,7 @@ from shared.domain import names
 from shared.domain.manifest import Manifest, Method
 from shared.domain.records import GrantRecord, GrantStatus, PackageRecord, PackageStatus
 from shared.domain.ssh_keys import normalised_key
-from shared.errors import ConcurrencyConflict, TransientError
+from shared.errors import ConcurrencyConflict, InProgress, TransientError
 from shared.ports import (
     AccessPolicy,
     AuditTrail,
@@ -83,8 +83,12 @@ class DeliverService:
             self._grant(record, manifest)
         elif manifest.method == Method.SFTP:
             grants = self._grant_sftp(record, manifest)
-            if any(g.status == GrantStatus.ACTIVE and g.notified_at is None for g in grants):
-                return record  # another worker is emailing a password; it finishes the package
+            if any(g.sftp_login_open and g.notified_at is None for g in grants):
+                # Another worker holds a password claim. Read again: it may have finished meanwhile;
+                # if not, the queue retries this message shortly and finds it done.
+                grants = self._registry.list_grants(package_id=package_id)
+                if any(g.sftp_login_open and g.notified_at is None for g in grants):
+                    raise InProgress(f"another worker is emailing an SFTP password of {package_id}; retrying")
             record = self._record_notified(record, manifest, max(g.expires_at for g in grants))
         else:
             record = self._notify_physical(record, manifest)
@@ -196,19 +200,20 @@ class DeliverService:
         encrypted = load_encrypted_manifest(self._sftp_store, container, "")
         grants = self._grants(record, manifest)
         for grant in grants:
-            if grant.status == GrantStatus.ACTIVE and grant.sftp_user:
+            if grant.sftp_login_open and grant.sftp_user:
                 key = manifest.recipients[grant.recipient_index].ssh_public_key
                 self._sftp.ensure_user(SftpUser(grant.sftp_user, container, normalised_key(key) if key else None))
         # A revocation may have deleted a user between our reading its grant and making it again:
-        # read the grants again, and delete the user of any that ended meanwhile.
-        grants = [self._registry.get_grant(g.grant_id) or g for g in grants]
+        # read the grants again, and delete the user of any whose ending began meanwhile (if this
+        # worker dies first, the sweep deletes users without an open grant).
+        grants = self._registry.list_grants(package_id=package_id)
         for grant in grants:
-            if grant.status != GrantStatus.ACTIVE and grant.sftp_user:
+            if grant.sftp_user and not grant.sftp_login_open:
                 self._sftp.delete_user(grant.sftp_user)
         sftp_grants.open_firewall(self._registry, self._sftp)
         done: list[GrantRecord] = []
         for grant in grants:
-            if grant.status == GrantStatus.ACTIVE and grant.notified_at is None:
+            if grant.sftp_login_open and grant.notified_at is None:
                 grant = self._notify_sftp(manifest, grant, encrypted)
             done.append(grant)
         return done
@@ -228,6 +233,11 @@ class DeliverService:
                 return grant
             grant = claimed
             assert grant.sftp_user
+            fresh = next(
+                (g for g in self._registry.list_grants(package_id=package_id) if g.grant_id == grant.grant_id), None
+            )
+            if fresh is None or not fresh.sftp_login_open:  # revoked meanwhile: no password for it
+                return fresh or grant
             try:
                 # The password exists only here and in the email: never stored, logged or audited.
                 self._email.send(

@@ -14,7 +14,7 @@ from typing import Any
 
 from shared.domain import names
 from shared.domain.records import GrantRecord, GrantStatus
-from shared.errors import ConcurrencyConflict, NotFound
+from shared.errors import ConcurrencyConflict, EgressError, NotFound
 from shared.ports import AuditTrail, BlobStore, Clock, EmailSender, Registry, SftpAccess
 from shared.services import notifications, sftp_grants
 from shared.services.config import PipelineConfig
@@ -53,9 +53,15 @@ class EndGrantService:
     def revoke_package(self, package_id: str, actor: str, reason: str | None) -> dict[str, Any]:
         if self._registry.get_package(package_id) is None:
             raise NotFound(f"there is no package {package_id}")
-        grants = [
-            self.end(g, GrantStatus.REVOKED, actor, reason) for g in self._registry.list_grants(package_id=package_id)
-        ]
+        grants: list[GrantRecord] = []
+        failed: EgressError | None = None
+        for grant in self._registry.list_grants(package_id=package_id):
+            try:  # one grant that cannot be ended now does not keep the others alive
+                grants.append(self.end(grant, GrantStatus.REVOKED, actor, reason))
+            except EgressError as exc:
+                failed = failed or exc
+        if failed is not None:
+            raise failed
         return {"package_id": package_id, "grants": [g.public_view() for g in grants]}
 
     def end(self, grant: GrantRecord, to: GrantStatus, actor: str, reason: str | None = None) -> GrantRecord:
@@ -67,36 +73,43 @@ class EndGrantService:
         """
         for _ in range(5):
             if grant.status != GrantStatus.ACTIVE:
-                if grant.sftp_user and grant.sftp_user_deleted_at is None:  # ended before it had a user to delete
-                    grant = self._delete_user(grant)
                 self._record_end(grant)
+                self._close_sftp(grant)
                 return grant
+            if grant.sftp_user and grant.sftp_user_deleted_at is None:
+                # Recorded first, so that from now on nothing makes the user again, emails it a
+                # password, counts its addresses or sends it the key, whatever fails below.
+                try:
+                    grant = self._registry.update_grant(
+                        grant.model_copy(update={"sftp_user_deleted_at": self._clock.now()})
+                    )
+                except ConcurrencyConflict:
+                    grant = self._fresh(grant)
+                    continue
             self._cut_access(grant)
             now = self._clock.now()
-            gone: dict[str, object] = {"sftp_user_deleted_at": now} if grant.sftp_user else {}
             if to == GrantStatus.REVOKED:
-                ended = grant.transition(
-                    to, revoked_at=now, revoked_by=actor, revoke_reason=reason, ended_at=now, **gone
-                )
+                ended = grant.transition(to, revoked_at=now, revoked_by=actor, revoke_reason=reason, ended_at=now)
             else:
-                ended = grant.transition(to, ended_at=now, **gone)
-            # Told before the record changes, so a failed email leaves the grant active (its link is
-            # already dead) and a repeat or the next sweep tells them; the outbox sends it once.
+                ended = grant.transition(to, ended_at=now)
+            # Told before the record changes, so a failed email leaves the grant active (its access is
+            # already cut) and a repeat or the next sweep tells them; the outbox sends it once.
             self._notify(ended)
             try:
                 saved = self._registry.update_grant(ended)
             except ConcurrencyConflict:
-                fresh = self._registry.get_grant(grant.grant_id)
-                assert fresh is not None
-                grant = fresh
+                grant = self._fresh(grant)
                 continue
-            if saved.sftp_user:
-                self._sftp.delete_user(saved.sftp_user)  # once more: a delivery may have made it again meanwhile
-                sftp_grants.close_firewall(self._registry, self._sftp)
             self._record_end(saved)
+            self._close_sftp(saved)
             logger.info("grant %s of %s ended: %s (%s)", grant.grant_id, grant.package_id, saved.status, actor)
             return saved
         raise ConcurrencyConflict(f"grant {grant.grant_id} kept changing while it was being ended; try again")
+
+    def _fresh(self, grant: GrantRecord) -> GrantRecord:
+        fresh = self._registry.get_grant(grant.grant_id)
+        assert fresh is not None
+        return fresh
 
     def _cut_access(self, grant: GrantRecord) -> None:
         if grant.sftp_user:
@@ -104,14 +117,19 @@ class EndGrantService:
         else:
             self._delivery.update_policies(names.egress_container(grant.package_id), add=[], remove=[grant.policy_id])
 
-    def _delete_user(self, grant: GrantRecord) -> GrantRecord:
-        assert grant.sftp_user
-        self._sftp.delete_user(grant.sftp_user)
-        sftp_grants.close_firewall(self._registry, self._sftp)
+    def _close_sftp(self, grant: GrantRecord) -> None:
+        """Once the record says ended: the user deleted once more (a delivery may have made it again
+        meanwhile) and the firewall closed to what no open grant needs. Best effort: what fails here
+        the sweep's hourly check puts right (it deletes users without an open grant)."""
+        if not grant.sftp_user:
+            return
         try:
-            return self._registry.update_grant(grant.model_copy(update={"sftp_user_deleted_at": self._clock.now()}))
-        except ConcurrencyConflict:
-            return self._registry.get_grant(grant.grant_id) or grant
+            self._sftp.delete_user(grant.sftp_user)
+            sftp_grants.close_firewall(self._registry, self._sftp)
+        except EgressError as exc:
+            logger.warning(
+                "grant %s ended; the SFTP account is put right by the sweep: %s", grant.grant_id, exc.message
+            )
 
     def _record_end(self, grant: GrantRecord) -> None:
         """Audit entry and manager notice of an ended grant, each once (event id and outbox)."""

@@ -7,7 +7,7 @@ from typing import Any
 
 from shared.domain import names
 from shared.domain.manifest import Method
-from shared.domain.records import GrantStatus, PackageStatus
+from shared.domain.records import PackageStatus
 from shared.errors import Conflict, NotFound
 from shared.ports import AuditTrail, BlobStore, Clock, EmailSender, PackageKeys, Registry
 from shared.services import notifications
@@ -63,13 +63,13 @@ class KeyReleaseService:
         store = self._sftp_store if manifest.method == Method.SFTP else self._delivery
         encrypted = load_encrypted_manifest(store, names.egress_container(package_id), "")
         identity = self._keys.get(package_id)
-        # A recipient whose SFTP login the manager revoked does not get the key.
-        revoked = {
+        # A recipient whose SFTP login was revoked (or is being revoked) does not get the key.
+        cut = {
             g.recipient_index
             for g in self._registry.list_grants(package_id=package_id)
-            if g.status == GrantStatus.REVOKED
+            if g.sftp_user and not g.sftp_login_open
         }
-        people = [p for i, p in enumerate(manifest.recipients) if i not in revoked]
+        people = [p for i, p in enumerate(manifest.recipients) if i not in cut]
         if not people:
             raise Conflict(f"every recipient's access to {package_id} was revoked; there is nobody to send the key to")
         for person in people:

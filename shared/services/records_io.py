@@ -24,7 +24,11 @@ def load_manifest(records: BlobStore, container: str, package_id: str) -> Manife
 def archive_grants(records: BlobStore, container: str, package_id: str, grants: list[GrantRecord]) -> str:
     """Write a closing package's grant records to the records container; returns the blob's name."""
     name = names.archived_grants(package_id)
-    records.write(container, name, json.dumps([g.model_dump(mode="json") for g in grants], indent=2).encode())
+    # Merged with what an earlier, interrupted pass archived (and may already have removed from the table).
+    merged = {g.grant_id: g for g in load_archived_grants(records, container, package_id)}
+    merged.update((g.grant_id, g) for g in grants)
+    ordered = sorted(merged.values(), key=lambda g: g.recipient_index)
+    records.write(container, name, json.dumps([g.model_dump(mode="json") for g in ordered], indent=2).encode())
     return name
 
 

@@ -10,8 +10,12 @@ grant (or delivery) puts right what a race left.
 
 from __future__ import annotations
 
+import re
+
 from shared.domain.records import GrantStatus
 from shared.ports import Registry, SftpAccess
+
+_OURS = re.compile(r"u[0-9a-f]{32}")  # names.sftp_user of a grant id
 
 
 def needed_ranges(registry: Registry) -> set[str]:
@@ -34,8 +38,27 @@ def open_firewall(registry: Registry, sftp: SftpAccess) -> list[str]:
 
 
 def close_firewall(registry: Registry, sftp: SftpAccess) -> list[str]:
-    """Admit only what active sftp grants still need."""
+    """Admit only what active sftp grants still need. Read again after writing: a delivery that
+    opened a range between our reading and our writing gets it back at once."""
     wanted = needed_ranges(registry)
     if set(sftp.allowed_ranges()) != wanted:
         sftp.allow_ranges(sorted(wanted))
+        again = needed_ranges(registry)
+        if again != wanted:
+            sftp.allow_ranges(sorted(again))
+            wanted = again
     return sorted(wanted)
+
+
+def remove_stray_users(registry: Registry, sftp: SftpAccess) -> list[str]:
+    """Delete every local user whose grant is not open (ended, ending, or gone): a delivery that made a
+    user again after its revocation, or a worker that died between the two. Users are listed before
+    grants, so a user made meanwhile has a grant in the list."""
+    users = [u for u in sftp.user_names() if _OURS.fullmatch(u)]  # a user someone else made is left alone
+    if not users:
+        return []
+    open_users = {g.sftp_user for g in registry.list_grants(status=GrantStatus.ACTIVE) if g.sftp_login_open}
+    stray = [u for u in users if u not in open_users]
+    for user in stray:
+        sftp.delete_user(user)
+    return stray

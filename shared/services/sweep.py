@@ -142,6 +142,7 @@ class SweepReport:
     poisoned: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     firewall_fixed: list[str] = field(default_factory=list)  # SFTP firewall ranges added or removed
+    sftp_users_removed: list[str] = field(default_factory=list)  # SFTP local users without an open grant
     looked_at: int = 0  # grants and packages read to decide (due rows met, or every one in a full pass)
 
 
@@ -195,7 +196,7 @@ class SweepService:
         else:
             self._indexed_pass(self._grants_due, self._packages_due, now, report)
         self._attempt(report, "poison queues", lambda: self._report_poison(report))
-        self._attempt(report, "SFTP firewall", partial(self._check_firewall, now, report))
+        self._attempt(report, "SFTP account", partial(self._check_sftp, now, report))
         logger.info(
             "sweep: %d grant(s) expired, %d package(s) closed, %d key(s) destroyed, %d sign-off(s) timed out "
             "(%d looked at)",
@@ -382,19 +383,30 @@ class SweepService:
         report.closed.append(closed.package_id)
         return None
 
-    def _check_firewall(self, now: datetime, report: SweepReport) -> None:
-        """Once an hour (per worker), put the SFTP firewall right: a redeployment of the Bicep empties
-        its IP rules, and two writers racing can leave one range too many or too few."""
+    def _check_sftp(self, now: datetime, report: SweepReport) -> None:
+        """Once an hour (per worker), put the SFTP account right: delete local users without an open
+        grant (made again by a delivery that raced a revocation, or left by a worker that died), and
+        make the firewall admit what open grants need (a redeployment of the Bicep empties it)."""
         if self._sftp is None:
             return
         if self._firewall_checked is not None and now - self._firewall_checked < self._firewall_every:
             return
         before = set(self._sftp.allowed_ranges())
+        if not before and not self._sftp.user_names():
+            self._firewall_checked = now  # no user, nothing admitted: no grant to read
+            return
+        report.sftp_users_removed = sftp_grants.remove_stray_users(self._registry, self._sftp)
         after = set(sftp_grants.close_firewall(self._registry, self._sftp))
         self._firewall_checked = now
         if before != after:
             report.firewall_fixed = sorted(before ^ after)
-            logger.warning("sweep: the SFTP firewall was out of step with the active grants; put right")
+        if report.firewall_fixed or report.sftp_users_removed:
+            logger.warning(
+                "sweep: the SFTP account was out of step with the open grants: "
+                "%d user(s) removed, %d range(s) put right",
+                len(report.sftp_users_removed),
+                len(report.firewall_fixed),
+            )
 
     def _archive_grants(self, package_id: str) -> dict[str, object]:
         """Move a closing package's grant records out of the registry into the records container, so

@@ -58,7 +58,7 @@ def test_grants_have_headers_and_status_says_when_every_link_was_revoked(
 
     listed = egress("grants", "--package", package_id)
     header, row = listed.output.splitlines()
-    assert header.split() == ["GRANT", "STATUS", "PACKAGE", "RECIPIENT", "EXPIRES", "FROM"]
+    assert header.split() == ["GRANT", "STATUS", "PACKAGE", "RECIPIENT", "EXPIRES", "FROM", "SFTP", "LOGIN"]
     assert row.startswith(as_json[0]["grant_id"]) and "ada@provider.example" in row
 
     live = egress("status", package_id)

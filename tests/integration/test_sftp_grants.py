@@ -5,6 +5,7 @@ never kept; revoke, expiry and races delete the user; the firewall follows the a
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 from collections.abc import Iterator
@@ -18,8 +19,10 @@ from devhost.sftp_client import sftp_batch
 from shared.bootstrap import Services, build_services
 from shared.domain import names
 from shared.domain.records import GrantRecord, GrantStatus, PackageStatus
-from shared.errors import EmailUnavailable
+from shared.errors import EmailUnavailable, InProgress, StorageUnavailable
 from shared.ports import OutgoingEmail, SftpUser
+from shared.services.end_grant import EndGrantService
+from shared.services.records_io import load_manifest
 from tests.conftest import MANAGER
 from tests.support import flow
 from tests.support.flow import egress
@@ -126,12 +129,16 @@ def test_eight_workers_releasing_at_once_make_one_user_and_email_the_password_th
     assert record is not None
     instances = [build_services(settings, clock=clock) for _ in range(8)]
 
-    def release(i: int) -> None:
-        if instances[i].seal.seal(package_id, record.manifest_sha256) is not None:
-            instances[i].deliver.deliver(package_id)
+    def release(i: int) -> str:
+        try:
+            if instances[i].seal.seal(package_id, record.manifest_sha256) is not None:
+                instances[i].deliver.deliver(package_id)
+        except InProgress:
+            return "handed back"  # the host retries this message shortly
+        return "done"
 
     together(8, release)
-    flow.release(services, package_id)  # the host's retry finishes whatever a lost race left
+    flow.release(services, package_id)  # the host's retry of a handed-back message
 
     assert services.registry.get_package(package_id).status == PackageStatus.GRANTED  # type: ignore[union-attr]
     (grant,) = grants_of(services, package_id)
@@ -189,7 +196,8 @@ def test_a_password_claimed_by_a_worker_that_died_is_taken_over_after_the_lease(
     dying = flow.with_deliver(services, clock, DEV_KEY, email=DiesBeforeSending())
     with pytest.raises(Dies):
         egress(dying, smtp, package_id, raw)
-    assert flow.release(services, package_id) == "sealed", "another worker leaves a fresh claim alone"
+    with pytest.raises(InProgress):  # another worker leaves a fresh claim alone, and hands the message back
+        flow.release(services, package_id)
     assert not [m for m in smtp.to(ADA["email"]) if "password" in str(m["Subject"])]
 
     clock.offset = timedelta(minutes=6)
@@ -327,3 +335,85 @@ def test_recipients_log_in_with_the_emailed_password_or_their_key_and_not_after_
     clock.offset = timedelta(hours=49)
     assert bob.grant_id in services.sweep.sweep().expired
     assert login(bob, "bob-after-expiry", identity=tmp_path / "id_ed25519").returncode != 0
+
+
+# -- what the review found: failures after the record changed, users made again, two workers -----
+
+
+class FailsAfterRecorded:
+    """The SFTP management plane throttles (429) once the grant is recorded as ended."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+        self.account_name, self.host, self.port = real.account_name, real.host, real.port
+        self.deletes = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def delete_user(self, name: str) -> None:
+        self.deletes += 1
+        if self.deletes % 2 == 0:  # each grant's second delete, after its end is recorded
+            raise StorageUnavailable("the management plane throttled the request (429)")
+        self._real.delete_user(name)
+
+
+def test_a_failure_after_the_end_is_recorded_loses_no_audit_event_and_revokes_the_other_grants(
+    services: Services, blob_service: Any, smtp: SmtpSink, clock: Any
+) -> None:
+    package_id, raw = sftp_package(services, blob_service, recipients=[ADA, BOB])
+    assert egress(services, smtp, package_id, raw) == "granted"
+    flaky = dataclasses.replace(
+        services, end_grant=EndGrantService(
+            registry=services.registry, delivery=services.delivery, audit=services.audit,
+            email=flow._email(services), clock=clock, config=services.config,
+            sftp=FailsAfterRecorded(services.sftp),
+        )
+    )  # fmt: skip
+
+    result = flaky.end_grant.revoke_package(package_id, "system-manager", "project ended")
+
+    assert [g["status"] for g in result["grants"]] == ["revoked", "revoked"]
+    assert [e.action for e in services.audit.read(package_id)].count("grant_revoked") == 2
+    assert all(services.sftp.lookup(g.sftp_user) is None for g in grants_of(services, package_id))  # type: ignore[arg-type]
+
+
+def test_the_sweep_deletes_a_user_made_again_after_its_revocation(
+    services: Services, blob_service: Any, smtp: SmtpSink, clock: Any
+) -> None:
+    package_id, raw = sftp_package(services, blob_service, recipients=[ADA, BOB])
+    assert egress(services, smtp, package_id, raw) == "granted"
+    ada, bob = grants_of(services, package_id)
+    services.end_grant.revoke_grant(bob.grant_id, "system-manager", "wrong person")
+    # A delivery that read Bob's grant while it was open makes his user again, then dies.
+    services.sftp.ensure_user(SftpUser(bob.sftp_user or "", names.egress_container(package_id)))
+
+    report = services.sweep.sweep()
+
+    assert report.sftp_users_removed == [bob.sftp_user]
+    assert services.sftp.lookup(bob.sftp_user) is None  # type: ignore[arg-type]
+    assert services.sftp.lookup(ada.sftp_user) is not None, "an open grant's user stays"  # type: ignore[arg-type]
+
+
+def test_a_worker_that_finds_another_emailing_a_password_hands_the_message_back(
+    services: Services, blob_service: Any, smtp: SmtpSink, clock: Any
+) -> None:
+    package_id, raw = sftp_package(services, blob_service, recipients=[ADA, BOB])
+    outcome = services.intake.process(package_id, raw)
+    assert outcome.value == "awaiting_signoff"
+    flow.approve_all(services, smtp, package_id)
+    record = services.registry.get_package(package_id)
+    assert record is not None and services.seal.seal(package_id, record.manifest_sha256) is not None
+    services.deliver._grants(services.registry.get_package(package_id), load_manifest(  # type: ignore[arg-type]
+        services.staging, services.settings.records_container, package_id
+    ))  # fmt: skip
+    bob = grants_of(services, package_id)[1]
+    services.registry.update_grant(bob.model_copy(update={"password_claimed_at": clock.now()}))  # another worker
+
+    with pytest.raises(InProgress):
+        services.deliver.deliver(package_id)
+    assert services.registry.get_package(package_id).status == PackageStatus.SEALED  # type: ignore[union-attr]
+
+    clock.offset = timedelta(minutes=6)  # that worker died: its claim lapses, and the retry finishes
+    assert flow.release(services, package_id) == "granted"
+    assert len([m for m in smtp.to(BOB["email"]) if "password" in str(m["Subject"])]) == 1

@@ -14,8 +14,10 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 import pytest
@@ -398,6 +400,13 @@ def test_a_client_path_always_means_a_blob_of_the_users_own_container() -> None:
     assert blob_path(b"../../a") == "a"
 
 
+def run_alone(coroutine: Any) -> Any:
+    """``asyncio.run`` on a thread of its own: the session's browser (Playwright's sync API) keeps an
+    event loop running on the main thread, where ``asyncio.run`` refuses to start."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
 def test_reads_stream_through_a_bounded_read_ahead_and_say_when_a_fetch_fails() -> None:
     data = os.urandom(3 * CHUNK_BYTES + 777)
     fetched: list[int] = []
@@ -418,17 +427,17 @@ def test_reads_stream_through_a_bounded_read_ahead_and_say_when_a_fetch_fails() 
 
     failing = False
     reader = BlobReader(fetch, len(data), asyncssh.SFTPAttrs())
-    got, most = asyncio.run(read_all(reader, 261_120))  # OpenSSH's read size with asyncssh's limits
+    got, most = run_alone(read_all(reader, 261_120))  # OpenSSH's read size with asyncssh's limits
     assert got == data
     assert most <= 1 + READ_AHEAD
     assert sorted(fetched) == [i * CHUNK_BYTES for i in range(4)]  # each chunk once
-    assert asyncio.run(reader.read(CHUNK_BYTES - 10, 100)) == data[CHUNK_BYTES - 10 : CHUNK_BYTES + 90]
+    assert run_alone(reader.read(CHUNK_BYTES - 10, 100)) == data[CHUNK_BYTES - 10 : CHUNK_BYTES + 90]
     reader.close()
 
     failing = True
     reader = BlobReader(fetch, len(data), asyncssh.SFTPAttrs())
     with pytest.raises(OSError, match="storage went away"):
-        asyncio.run(read_all(reader, 1_000_000))
+        run_alone(read_all(reader, 1_000_000))
 
 
 # -- TableSftpAccess, the table behind the server -------------------------------------------------

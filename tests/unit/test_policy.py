@@ -468,7 +468,7 @@ def _sftp_recipient(**fields: object) -> dict[str, object]:
     return {"name": "Ada Byron", "email": "ada@provider.example", "ip_ranges": ["203.0.113.7"], **fields}
 
 
-@pytest.mark.parametrize(("kind", "bits"), [("ed25519", None), ("ecdsa", "256"), ("ecdsa", "521"), ("rsa", "3072")])
+@pytest.mark.parametrize(("kind", "bits"), [("ed25519", None), ("ecdsa", "256"), ("ecdsa", "384"), ("rsa", "3072")])
 def test_an_sftp_recipient_may_give_an_ed25519_ecdsa_or_long_rsa_key(tmp_path, kind: str, bits: str | None) -> None:
     manifest = parse(method="sftp", recipients=[_sftp_recipient(ssh_public_key=_keygen(tmp_path, kind, bits))])
     assert policy_problems(manifest, PolicyConfig()) == []
@@ -479,6 +479,7 @@ def test_an_sftp_recipient_may_give_an_ed25519_ecdsa_or_long_rsa_key(tmp_path, k
     [
         ("rsa-2048", "RSA key of 2048 bits; RSA keys need 3072 bits or more"),
         ("ssh-dss AAAAB3NzaC1kc3MAAACBAP", "has type 'ssh-dss'"),
+        ("ecdsa-521", "has type 'ecdsa-sha2-nistp521'"),
         ("ssh-ed25519 AAAAnotakey", "is not a valid ssh-ed25519 public key"),
         ("ssh-ed25519", "is not an OpenSSH public key line"),
         ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbn", "looks like a PRIVATE key"),
@@ -488,6 +489,8 @@ def test_an_sftp_recipient_may_give_an_ed25519_ecdsa_or_long_rsa_key(tmp_path, k
 def test_a_bad_ssh_key_is_refused_with_why(tmp_path, key: str, problem: str) -> None:
     if key == "rsa-2048":
         key = _keygen(tmp_path, "rsa", "2048")
+    elif key == "ecdsa-521":
+        key = _keygen(tmp_path, "ecdsa", "521")
     manifest = parse(method="sftp", recipients=[_sftp_recipient(ssh_public_key=key)])
     (reason,) = policy_problems(manifest, PolicyConfig())
     assert reason.startswith("recipients[0].ssh_public_key ") and problem in reason

@@ -423,6 +423,9 @@ def test_a_password_in_a_broken_answer_reaches_no_exception_text(sftp: AzureSftp
     shown = "".join(traceback.format_exception(caught.value))
     assert "make a password for the local user ug1a2b3c" in shown
     assert PASSWORD not in shown
+    # Nothing the SDK raised is kept on the error, not even where `from None` would hide it.
+    assert caught.value.__cause__ is None and caught.value.__context__ is None
+    assert PASSWORD not in repr(vars(caught.value))
 
 
 def test_a_password_for_a_user_that_is_gone_is_not_found(sftp: AzureSftpAccess) -> None:

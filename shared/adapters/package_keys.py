@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from pathlib import Path
 
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
@@ -104,11 +105,14 @@ class LocalPackageKeys:
         return self._folder / f"{secret_name(package_id)}.txt"
 
     def put(self, package_id: str, secret: str) -> None:
+        """Written whole to a file of its own, then renamed into place: a reader never sees half a key."""
         self._folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         path = self._path(package_id)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, "w") as handle:
             handle.write(secret)
+        os.replace(partial, path)
 
     def get(self, package_id: str) -> str:
         try:

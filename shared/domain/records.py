@@ -77,6 +77,7 @@ class PackageRecord(_Record):
     created_at: datetime
     updated_at: datetime
     sealed_at: datetime | None = None
+    encryption_claimed_at: datetime | None = None  # sftp/physical: the worker encrypting it (one at a time)
     granted_at: datetime | None = None
     closed_at: datetime | None = None
     expires_at: datetime | None = None  # sftp/physical: the key can be released until then

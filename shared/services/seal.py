@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import timedelta
 from typing import Any
 
 from shared.domain import names
 from shared.domain.manifest import FileEntry, Manifest, Method
 from shared.domain.records import PackageRecord, PackageStatus
-from shared.errors import ConcurrencyConflict, NotFound, StorageUnavailable
+from shared.errors import ConcurrencyConflict, InProgress, NotFound, StorageUnavailable
 from shared.ports import AuditTrail, BlobStore, Clock, Crypto, EmailSender, PackageKeys, Registry
 from shared.services.concurrency import parallel_map
 from shared.services.config import PipelineConfig
@@ -26,6 +27,7 @@ from shared.services.rejection import Rejecter
 logger = logging.getLogger(__name__)
 
 ACTOR = "egress-release"
+ENCRYPTION_LEASE = timedelta(minutes=15)  # a claim older than this is taken over (its worker died)
 FORMAT = "age-encryption.org/v1"
 
 
@@ -94,6 +96,8 @@ class SealService:
             self._record_sealed(record, manifest, {"files": len(manifest.files), "bytes": manifest.total_bytes})
             self._remove_staged(manifest)
             return record
+        if manifest.method != Method.STORAGE_EXPLORER:
+            record = self._claim_encryption(record)
         try:
             details = self._encrypt(manifest) if manifest.method != Method.STORAGE_EXPLORER else self._copy(manifest)
         except _Changed as exc:
@@ -166,14 +170,29 @@ class SealService:
 
     # -- sftp and physical: streamed age encryption ----------------------------------------
 
+    def _claim_encryption(self, record: PackageRecord) -> PackageRecord:
+        """One worker at a time encrypts a package (ETag-conditional, with a lease): each would make
+        its own key and ciphertexts otherwise, and the files that land could need two keys. Another
+        worker finding a fresh claim hands its message back; after the lease (its worker died) the
+        claim is taken over, and the key already stored is used again."""
+        now = self._clock.now()
+        claimed = record.encryption_claimed_at
+        if claimed is not None and claimed + ENCRYPTION_LEASE > now:
+            raise InProgress(f"another worker is encrypting {record.package_id}; retrying")
+        try:
+            return self._registry.update_package(record.model_copy(update={"encryption_claimed_at": now}))
+        except ConcurrencyConflict:
+            raise InProgress(f"another worker is encrypting {record.package_id}; retrying") from None
+
     def _identity(self, package_id: str) -> str:
-        """The package's key: made once; a retry reuses it so earlier ciphertexts stay readable."""
+        """The package's key: made once; a retry reuses it so earlier ciphertexts stay readable.
+        Read back after storing, so that the key used is the one kept, whoever stored last."""
         try:
             return self._keys.get(package_id)
         except NotFound:
             identity, _ = self._crypto.new_identity()
             self._keys.put(package_id, identity)
-            return identity
+            return self._keys.get(package_id)
 
     def _sealed_store(self, manifest: Manifest) -> BlobStore:
         return self._sftp_store if manifest.method == Method.SFTP else self._delivery

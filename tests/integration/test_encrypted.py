@@ -341,3 +341,24 @@ def test_a_failure_part_way_leaves_no_partial_ciphertext_and_the_retry_completes
     assert egress(services, smtp, package_id, raw) == "unchanged"
     landed = {b.name[len(prefix) :] for b in services.delivery.list_blobs(container, prefix)}
     assert landed == {f"{path}.age" for path in SAMPLE_FILES} | {"encrypted-manifest.json"}
+
+
+def test_one_worker_at_a_time_encrypts_a_package_and_a_dead_workers_claim_lapses(
+    services: Services, blob_service, smtp: SmtpSink, clock
+) -> None:
+    from shared.errors import InProgress
+    from shared.services.intake import Outcome
+
+    package_id, raw = stage_new(services, blob_service, SAMPLE_FILES, method="sftp")
+    assert services.intake.process(package_id, raw) == Outcome.AWAITING_SIGNOFF
+    flow.approve_all(services, smtp, package_id)
+    record = services.registry.get_package(package_id)
+    assert record is not None
+    # Another worker is encrypting it (its own key, its own ciphertexts): this one hands back.
+    services.registry.update_package(record.model_copy(update={"encryption_claimed_at": clock.now()}))
+    with pytest.raises(InProgress, match="another worker is encrypting"):
+        services.seal.seal(package_id, record.manifest_sha256)
+    assert not services.sftp_store.container_exists(names.egress_container(package_id))
+
+    clock.offset = timedelta(minutes=16)  # that worker died: its claim is taken over
+    assert flow.release(services, package_id) == "granted"

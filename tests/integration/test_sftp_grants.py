@@ -6,6 +6,7 @@ never kept; revoke, expiry and races delete the user; the firewall follows the a
 from __future__ import annotations
 
 import dataclasses
+import io
 import re
 import subprocess
 from collections.abc import Iterator
@@ -16,6 +17,8 @@ from typing import Any
 import pytest
 
 from devhost.sftp_client import sftp_batch
+from shared.adapters.age_crypto import AgeCrypto
+from shared.adapters.package_keys import LocalPackageKeys
 from shared.bootstrap import Services, build_services
 from shared.domain import names
 from shared.domain.records import GrantRecord, GrantStatus, PackageStatus
@@ -26,7 +29,7 @@ from shared.services.records_io import load_manifest
 from tests.conftest import MANAGER
 from tests.support import flow
 from tests.support.flow import egress
-from tests.support.packages import stage_new
+from tests.support.packages import SAMPLE_FILES, stage_new
 from tests.support.rounds import together
 from tests.support.servers import DEV_KEY, SmtpSink, body_text, wait_for_port
 from tests.support.sftp_endpoint import start_server, stop
@@ -137,7 +140,8 @@ def test_eight_workers_releasing_at_once_make_one_user_and_email_the_password_th
             return "handed back"  # the host retries this message shortly
         return "done"
 
-    together(8, release)
+    outcomes = together(8, release)
+    assert "done" in outcomes
     flow.release(services, package_id)  # the host's retry of a handed-back message
 
     assert services.registry.get_package(package_id).status == PackageStatus.GRANTED  # type: ignore[union-attr]
@@ -146,6 +150,14 @@ def test_eight_workers_releasing_at_once_make_one_user_and_email_the_password_th
     mails = smtp.to(ADA["email"])
     assert len(mails) == 2, [m["Subject"] for m in mails]
     assert services.sftp.verify_password(grant.sftp_user, password_in(smtp, ADA["email"]))  # type: ignore[arg-type]
+    # One key for the whole package: every file that landed decrypts with the key that is kept.
+    identity = LocalPackageKeys(Path(settings.local_secrets_dir)).get(package_id)
+    container = names.egress_container(package_id)
+    for name, data in SAMPLE_FILES.items():
+        sealed = io.BytesIO(b"".join(services.sftp_store.chunks(container, name + ".age")))
+        plain = io.BytesIO()
+        AgeCrypto().decrypt(sealed, plain, identity)
+        assert plain.getvalue() == data, name
 
 
 class FailsPasswordEmailOnce:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from shared.ports import BlobWriter
@@ -56,3 +58,28 @@ class HashingWriter(io.RawIOBase):
         if not self.closed:
             self._inner.close()
         super().close()
+
+
+@dataclass(frozen=True)
+class Gathered:
+    """What a stream of chunks held: its size, its SHA-256 and, when it was small enough, its bytes."""
+
+    size: int
+    sha256: str
+    data: bytes | None  # None: more than ``keep`` bytes, hashed and counted but not kept
+
+
+def gather(chunks: Iterable[bytes], keep: int) -> Gathered:
+    """Hash and count every chunk; keep the bytes only while they total at most ``keep`` (bounded memory)."""
+    sha = hashlib.sha256()
+    size = 0
+    kept: list[bytes] | None = []
+    for chunk in chunks:
+        sha.update(chunk)
+        size += len(chunk)
+        if kept is not None:
+            if size <= keep:
+                kept.append(chunk)
+            else:
+                kept = None  # over the limit: from here on only hashed
+    return Gathered(size=size, sha256=sha.hexdigest(), data=None if kept is None else b"".join(kept))

@@ -16,7 +16,7 @@ from typing import Any
 from shared.domain import names
 from shared.domain.manifest import FileEntry, Manifest, Method
 from shared.domain.records import PackageRecord, PackageStatus
-from shared.errors import ConcurrencyConflict, InProgress, NotFound, StorageUnavailable
+from shared.errors import ConcurrencyConflict, EgressError, InProgress, NotFound, StorageUnavailable
 from shared.ports import AuditTrail, BlobStore, Clock, Crypto, EmailSender, PackageKeys, Registry
 from shared.services.concurrency import parallel_map
 from shared.services.config import PipelineConfig
@@ -114,6 +114,10 @@ class SealService:
             self._discard(manifest)  # nothing that was not signed off stays deliverable
             self._reject_changed(record, manifest, exc.reasons)
             return None
+        except Exception:
+            if manifest.method != Method.STORAGE_EXPLORER:
+                self._release_encryption(record)  # the host's retry may start at once
+            raise
         now = self._clock.now()
         try:
             sealed = self._registry.update_package(
@@ -205,6 +209,12 @@ class SealService:
             return self._registry.update_package(record.model_copy(update={"encryption_claimed_at": now}))
         except ConcurrencyConflict:
             raise InProgress(f"another worker is encrypting {record.package_id}; retrying") from None
+
+    def _release_encryption(self, record: PackageRecord) -> None:
+        try:
+            self._registry.update_package(record.model_copy(update={"encryption_claimed_at": None}))
+        except EgressError as exc:  # the lease lets a retry take it over anyway
+            logger.warning("the encryption claim of %s stays until its lease ends: %s", record.package_id, exc.message)
 
     def _identity(self, package_id: str) -> str:
         """The package's key: made once; a retry reuses it so earlier ciphertexts stay readable.

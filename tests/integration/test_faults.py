@@ -126,7 +126,7 @@ def test_email_down_for_the_manager_after_the_recipient_was_told(settings, clock
     assert len(smtp.to(MANAGER)) == 1  # the sign-off emails were cleared; this is the grants email
 
 
-@pytest.mark.parametrize("method", ["update_policies", "delete_blobs", "copy_into"])
+@pytest.mark.parametrize("method", ["update_policies", "delete_blobs", "write"])
 def test_storage_fault_mid_way(method: str, settings, clock, blob_service, smtp: SmtpSink) -> None:
     services = build_services(settings, clock=clock)
     fault = StorageUnavailable("503")
@@ -134,7 +134,7 @@ def test_storage_fault_mid_way(method: str, settings, clock, blob_service, smtp:
         services = with_deliver(services, clock, DEV_KEY, delivery=FailOnce(services.delivery, method, fault))
     elif method == "delete_blobs":  # the staged files, once the sealed copy verified
         services = with_seal(services, clock, staging=FailOnce(services.staging, method, fault))
-    else:  # the server-side copy into the sealed container
+    else:  # writing a (small) file into the sealed container
         services = with_seal(services, clock, delivery=FailOnce(services.delivery, method, fault))
     package_id = _run_with_fault(services, smtp, blob_service)
     _assert_completed_once(services, smtp, blob_service, package_id)

@@ -12,6 +12,7 @@ Starts its own Azurite and SMTP sink, then measures, in one run:
   3. this process's peak RSS across everything above.
 
     .venv/bin/python benchmarks/bench_pipeline.py [--large-mib 1024] [--small-files 1000] [--small-only]
+        [--two-accounts]
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from shared.bootstrap import build_services
 from shared.settings import Settings
 from tests.support.flow import approve_all, drain
 from tests.support.packages import manifest_for
-from tests.support.servers import start_azurite, start_smtp_sink
+from tests.support.servers import DELIVERY_ACCOUNT, DELIVERY_KEY, start_azurite, start_smtp_sink
 
 
 def peak_rss_mib() -> float:
@@ -205,14 +206,24 @@ def main() -> int:
     parser.add_argument("--small-files", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--small-only", action="store_true", help="only the small-file package (no large file)")
+    parser.add_argument(
+        "--two-accounts",
+        action="store_true",
+        help="seal into a second Azurite account (DELIVERY_STORAGE), as Azure copies from staging to delivery",
+    )
     args = parser.parse_args()
 
     azurite = start_azurite()
     sink = start_smtp_sink()
     try:
         cs = azurite.connection_string()
+        delivery = {"DELIVERY_STORAGE": azurite.connection_string(DELIVERY_ACCOUNT, DELIVERY_KEY)}
         settings = Settings(
-            EGRESS_STORAGE=cs, SMTP_PORT=sink.port, SAS_ALLOW_HTTP=True, SYSTEM_MANAGER_EMAIL="sm@dsh.example"
+            EGRESS_STORAGE=cs,
+            SMTP_PORT=sink.port,
+            SAS_ALLOW_HTTP=True,
+            SYSTEM_MANAGER_EMAIL="sm@dsh.example",
+            **(delivery if args.two_accounts else {}),
         )
         services = build_services(settings)
         service = BlobServiceClient.from_connection_string(cs, **client_options())

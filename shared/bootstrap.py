@@ -86,21 +86,13 @@ def _blob_service(connection: str | None, service_uri: str | None, **extra: Any)
     return BlobServiceClient.from_connection_string(connection, **options)
 
 
-def _delivery_service(settings: Settings, staging: BlobServiceClient) -> BlobServiceClient:
-    if settings.delivery_blob_service_uri:
-        return _blob_service(None, settings.delivery_blob_service_uri)
-    if settings.delivery_storage:
-        return _blob_service(settings.delivery_storage, None)
-    return staging
-
-
-def _sftp_service(settings: Settings, delivery: BlobServiceClient) -> BlobServiceClient:
-    """The SFTP-enabled account (Azure: hierarchical namespace, SFTP on); unset = the delivery account."""
-    if settings.sftp_blob_service_uri:
-        return _blob_service(None, settings.sftp_blob_service_uri)
-    if settings.sftp_storage:
-        return _blob_service(settings.sftp_storage, None)
-    return delivery
+def _account_service(uri: str | None, connection: str | None, otherwise: BlobServiceClient) -> BlobServiceClient:
+    """Another storage account: by identity (``uri``), by connection string, or ``otherwise`` the same one."""
+    if uri:
+        return _blob_service(None, uri)
+    if connection:
+        return _blob_service(connection, None)
+    return otherwise
 
 
 def _sftp_access(settings: Settings, tables: TableServiceClient, account_name: str) -> SftpAccess:
@@ -219,7 +211,7 @@ def build_services(
 ) -> Services:
     """Wire every service from ``settings``; tests may pass their own email sender, key source or clock."""
     staging_client = _blob_service(settings.egress_storage, settings.egress_blob_service_uri)
-    delivery_client = _delivery_service(settings, staging_client)
+    delivery_client = _account_service(settings.delivery_blob_service_uri, settings.delivery_storage, staging_client)
     if settings.egress_table_service_uri:
         tables = TableServiceClient(settings.egress_table_service_uri, credential=_credential())
     else:
@@ -230,7 +222,8 @@ def build_services(
     # Shared Key: that client is built from the signing key (see KeySignedService).
     by_key = getattr(delivery_client.credential, "account_key", None) is not None
     delivery = AzureBlobStore(delivery_client, None if by_key else KeySignedService(delivery_client, signing))
-    sftp_client = _sftp_service(settings, delivery_client)
+    # The SFTP-enabled account (Azure: hierarchical namespace, SFTP on); unset = the delivery account.
+    sftp_client = _account_service(settings.sftp_blob_service_uri, settings.sftp_storage, delivery_client)
     sftp_store = delivery if sftp_client is delivery_client else AzureBlobStore(sftp_client)
     sftp = _sftp_access(settings, tables, sftp_store.account_name)
     prefix = settings.registry_table_prefix

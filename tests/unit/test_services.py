@@ -10,23 +10,18 @@ import pytest
 from shared.domain.records import GrantStatus, PackageStatus
 from shared.errors import Gone, StorageUnavailable
 from shared.services.config import PipelineConfig
-from shared.services.deliver import DeliverService
-from shared.services.end_grant import EndGrantService
-from shared.services.intake import IntakeService, Outcome
-from shared.services.seal import SealService
-from shared.services.signoff import SignoffService
+from shared.services.intake import Outcome
 from tests.support.fakes import (
     FakeAudit,
     FakeBlobStore,
     FakeClock,
     FakeEmail,
-    FakeLinks,
     FakeQueue,
     FakeRegistry,
-    FakeSftpAccess,
     Faults,
 )
 from tests.support.packages import INVESTIGATOR, PROVIDER, REFEREE, SAMPLE_FILES, manifest_for
+from tests.support.stages import fake_stages
 
 CONFIG = PipelineConfig()
 TOKEN_RE = re.compile(r"/api/signoff/([A-Za-z0-9_-]{43})")
@@ -42,29 +37,9 @@ class World:
         self.email = FakeEmail(email_faults)
         self.queue = FakeQueue()
         common = {"registry": self.registry, "audit": self.audit, "email": self.email, "clock": self.clock}
-        self.intake = IntakeService(staging=self.staging, queue=self.queue, config=CONFIG, **common)
-        self.signoff = SignoffService(records=self.staging, queue=self.queue, config=CONFIG, **common)
-        self.sftp = FakeSftpAccess()
-        self.seal = SealService(
-            staging=self.staging,
-            delivery=self.delivery,
-            sftp_store=self.delivery,
-            keys=None,
-            crypto=None,
-            config=CONFIG,
-            **common,  # type: ignore[arg-type]
-        )
-        self.deliver = DeliverService(
-            records=self.staging,
-            staging=self.staging,
-            delivery=self.delivery,
-            links=FakeLinks(),
-            sftp=self.sftp,
-            sftp_store=self.delivery,
-            config=CONFIG,
-            **common,
-        )
-        self.end_grant = EndGrantService(delivery=self.delivery, sftp=self.sftp, config=CONFIG, **common)
+        stages = fake_stages(staging=self.staging, delivery=self.delivery, queue=self.queue, config=CONFIG, **common)
+        self.intake, self.signoff, self.seal = stages.intake, stages.signoff, stages.seal
+        self.deliver, self.end_grant, self.sftp = stages.deliver, stages.end_grant, stages.sftp
 
     def stage(self, package_id: str = "wp-unit", **overrides: object) -> bytes:
         for path, data in SAMPLE_FILES.items():

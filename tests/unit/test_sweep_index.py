@@ -14,11 +14,6 @@ from shared.domain.manifest import Method
 from shared.domain.records import GrantRecord, GrantStatus, PackageRecord, PackageStatus
 from shared.ports import KeyDeletion, Poisoned
 from shared.services.config import PipelineConfig
-from shared.services.deliver import DeliverService
-from shared.services.end_grant import EndGrantService
-from shared.services.intake import IntakeService
-from shared.services.seal import SealService
-from shared.services.signoff import SignoffService
 from shared.services.sweep import SweepSchedule, SweepService
 from tests.support.fakes import (
     FakeAudit,
@@ -26,12 +21,11 @@ from tests.support.fakes import (
     FakeClock,
     FakeDueIndex,
     FakeEmail,
-    FakeLinks,
     FakeQueue,
     FakeRegistry,
-    FakeSftpAccess,
 )
 from tests.support.packages import SAMPLE_FILES, manifest_for
+from tests.support.stages import fake_stages
 
 CONFIG = PipelineConfig()
 TOKEN_RE = re.compile(r"/api/signoff/([A-Za-z0-9_-]{43})")
@@ -101,29 +95,9 @@ class World:
         self.queue = FakeQueue()
         self.keys = PurgingKeys()
         common = {"registry": self.registry, "audit": self.audit, "email": self.email, "clock": self.clock}
-        self.intake = IntakeService(staging=self.staging, queue=self.queue, config=config, **common)
-        self.signoff = SignoffService(records=self.staging, queue=self.queue, config=config, **common)
-        self.sftp = FakeSftpAccess()
-        self.seal = SealService(
-            staging=self.staging,
-            delivery=self.delivery,
-            sftp_store=self.delivery,
-            keys=None,
-            crypto=None,
-            config=config,
-            **common,  # type: ignore[arg-type]
-        )
-        self.deliver = DeliverService(
-            records=self.staging,
-            staging=self.staging,
-            delivery=self.delivery,
-            links=FakeLinks(),
-            sftp=self.sftp,
-            sftp_store=self.delivery,
-            config=config,
-            **common,
-        )
-        self.end_grant = EndGrantService(delivery=self.delivery, sftp=self.sftp, config=config, **common)
+        stages = fake_stages(staging=self.staging, delivery=self.delivery, queue=self.queue, config=config, **common)
+        self.intake, self.signoff, self.seal = stages.intake, stages.signoff, stages.seal
+        self.deliver, self.end_grant, self.sftp = stages.deliver, stages.end_grant, stages.sftp
         indexes = {"grants_due": self.grants_due, "packages_due": self.packages_due} if indexed else {}
         self.sweep = SweepService(
             delivery=self.delivery,

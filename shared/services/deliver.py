@@ -210,7 +210,7 @@ class DeliverService:
         for grant in grants:
             if grant.sftp_user and not grant.sftp_login_open:
                 self._sftp.delete_user(grant.sftp_user)
-        sftp_grants.open_firewall(self._registry, self._sftp)
+        sftp_grants.open_firewall(self._sftp, grants)
         done: list[GrantRecord] = []
         for grant in grants:
             if grant.sftp_login_open and grant.notified_at is None:

@@ -5,14 +5,15 @@ active grant still needs.
 The firewall is one list on the account, written whole: two workers changing it at the same moment
 can each write a list the other had not seen. Opening adds to what the account already admits, so
 a concurrent opening is not undone; closing recomputes from the registry, so the next end of a
-grant (or delivery) puts right what a race left.
+grant (or the sweep's hourly check) puts right what a race left.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
-from shared.domain.records import GrantStatus
+from shared.domain.records import GrantRecord, GrantStatus
 from shared.ports import Registry, SftpAccess
 
 _OURS = re.compile(r"u[0-9a-f]{32}")  # names.sftp_user of a grant id
@@ -28,10 +29,11 @@ def needed_ranges(registry: Registry) -> set[str]:
     }
 
 
-def open_firewall(registry: Registry, sftp: SftpAccess) -> list[str]:
-    """Admit every active sftp grant's addresses, keeping what is admitted already."""
+def open_firewall(sftp: SftpAccess, grants: Iterable[GrantRecord]) -> list[str]:
+    """Admit the addresses of ``grants`` that are open, keeping what is admitted already (no read of
+    every grant: the sweep's hourly check puts right whatever else is missing)."""
     allowed = set(sftp.allowed_ranges())
-    wanted = allowed | needed_ranges(registry)
+    wanted = allowed | {r for g in grants if g.sftp_login_open for r in g.ip_ranges}
     if wanted != allowed:
         sftp.allow_ranges(sorted(wanted))
     return sorted(wanted)

@@ -73,7 +73,14 @@ def main() -> int:
     processes: list[subprocess.Popen[bytes]] = []
     try:
         azurite = subprocess.Popen(
-            [str(BIN / "azurite"), "--skipApiVersionCheck", "--silent", "--location", str(LOCAL / "azurite")],
+            [
+                str(BIN / "azurite"),
+                "--skipApiVersionCheck",
+                "--silent",
+                "--disableTelemetry",  # no usage reports leave the machine
+                "--location",
+                str(LOCAL / "azurite"),
+            ],
             cwd=LOCAL,
         )
         processes.append(azurite)

@@ -81,6 +81,7 @@ def start_azurite() -> Azurite:
                 "--skipApiVersionCheck",
                 "--silent",
                 "--inMemoryPersistence",
+                "--disableTelemetry",  # Azurite reports usage to Microsoft unless told not to; it also costs CPU
                 "--blobPort",
                 str(blob_port),
                 "--queuePort",

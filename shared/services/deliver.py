@@ -75,7 +75,7 @@ class DeliverService:
         record = self._registry.get_package(package_id)
         if record is not None and record.status == PackageStatus.GRANTED:  # an earlier try may have stopped short
             self._record_granted(record)
-            self._staging.delete_blobs(self._config.staging_container, [names.manifest_blob(package_id)])
+            self._remove_staged(load_manifest(self._records, self._config.records_container, package_id))
         if record is None or record.status != PackageStatus.SEALED:
             return record
         manifest = load_manifest(self._records, self._config.records_container, package_id)
@@ -100,9 +100,18 @@ class DeliverService:
         except ConcurrencyConflict:
             return self._registry.get_package(package_id)  # finished by another worker
         self._record_granted(done)
-        self._staging.delete_blobs(self._config.staging_container, [names.manifest_blob(package_id)])
+        self._remove_staged(manifest)
         logger.info("package %s delivered (%s)", package_id, manifest.method.value)
         return done
+
+    def _remove_staged(self, manifest: Manifest) -> None:
+        """The staged files, then the staged manifest, go once the package is granted: sealed,
+        verified and its recipients told. Cleanup comes after the emails, not before them (deleting
+        a thousand blobs takes seconds on Azurite); a retry of a granted package redoes it."""
+        package_id = manifest.package_id
+        container = self._config.staging_container
+        self._staging.delete_blobs(container, [names.staged_file(package_id, f.path) for f in manifest.files])
+        self._staging.delete_blobs(container, [names.manifest_blob(package_id)])
 
     def _record_granted(self, record: PackageRecord) -> None:
         details: dict[str, object] = {"method": record.method, "signoff_mode": record.signoff_mode}

@@ -97,7 +97,6 @@ class SealService:
         manifest = load_manifest(self._staging, self._config.records_container, package_id)
         if record.status == PackageStatus.SEALED:  # an earlier try sealed it; finish what it left
             self._record_sealed(record, manifest, {"files": len(manifest.files), "bytes": manifest.total_bytes})
-            self._remove_staged(manifest)
             return record
         if manifest.method != Method.STORAGE_EXPLORER:
             record = self._claim_encryption(record)
@@ -110,7 +109,7 @@ class SealService:
                 PackageStatus.GRANTED,
                 PackageStatus.CLOSED,
             ):
-                return fresh  # another worker sealed it and moved the staged files: what we saw missing is theirs
+                return fresh  # another worker sealed it and, once delivered, removed the staged files
             self._discard(manifest)  # nothing that was not signed off stays deliverable
             self._reject_changed(record, manifest, exc.reasons)
             return None
@@ -126,8 +125,7 @@ class SealService:
         except ConcurrencyConflict:
             return self._registry.get_package(package_id)  # sealed by another worker
         self._record_sealed(record, manifest, details)
-        self._remove_staged(manifest)
-        return sealed
+        return sealed  # the staged files stay until delivery has told the recipients (DeliverService)
 
     def _record_sealed(self, record: PackageRecord, manifest: Manifest, details: dict[str, Any]) -> None:
         """Idempotent: a retry after a crash between the state write and this append adds it once."""
@@ -137,13 +135,6 @@ class SealService:
             ACTOR,
             {**details, "manifest_sha256": record.manifest_sha256},
             event_id=f"sealed:{record.manifest_sha256}",
-        )
-
-    def _remove_staged(self, manifest: Manifest) -> None:
-        """Staged files go only once the sealed copy verified and the package is recorded sealed."""
-        self._staging.delete_blobs(
-            self._config.staging_container,
-            [names.staged_file(manifest.package_id, f.path) for f in manifest.files],
         )
 
     # -- download links: a verified server-side copy ----------------------------------------

@@ -21,9 +21,9 @@ from shared.domain.audit import verify_chain
 from shared.domain.records import GrantStatus, PackageStatus
 from shared.errors import StorageUnavailable, TransientError
 from shared.services.seal import WHOLE_FILE_BYTES
-from tests.support.flow import approve_all, drain, egress, release, with_seal
+from tests.support.flow import approve_all, drain, egress, release, with_deliver, with_seal
 from tests.support.packages import SAMPLE_FILES, stage_new, staged
-from tests.support.servers import DELIVERY_ACCOUNT, DELIVERY_KEY, Azurite, SmtpSink
+from tests.support.servers import DELIVERY_ACCOUNT, DELIVERY_KEY, DEV_KEY, Azurite, SmtpSink
 
 pytestmark = pytest.mark.integration
 
@@ -155,7 +155,6 @@ def test_a_small_file_changed_in_place_after_signoff_is_rejected_by_its_hash(
         ("staging", "chunks", 2),  # a small file's read from staging, part-way
         ("delivery", "copy_into", 1),  # the large file's copy
         ("delivery", "digest", 1),  # reading the large file's copy back
-        ("staging", "delete_blobs", 1),  # removing the staged files once sealed
     ],
 )
 def test_a_storage_fault_mid_way_then_the_retry_completes_once(
@@ -171,6 +170,28 @@ def test_a_storage_fault_mid_way_then_the_retry_completes_once(
     record = services.registry.get_package(package_id)
     assert record is not None and record.status in (PackageStatus.PROCESSING, PackageStatus.SEALED)
     assert smtp.to("ada@provider.example") == []
+
+    assert release(services, package_id) == "granted"
+    assert egress(services, smtp, package_id, raw) == "unchanged"
+    assert _sealed(blob_service, package_id) == MIXED
+    _assert_granted_once(services, smtp, blob_service, package_id)
+
+
+@pytest.mark.parametrize("at", [1, 2], ids=["staged files", "staged manifest"])
+def test_staging_is_emptied_after_the_recipients_are_told_and_a_fault_there_is_finished_by_the_retry(
+    at: int, services: Services, clock, blob_service, smtp: SmtpSink
+) -> None:
+    faulty = Recorder(services.staging, fail="delete_blobs", at=at)
+    services = with_deliver(services, clock, DEV_KEY, staging=faulty)
+    package_id, raw = stage_new(services, blob_service, files=MIXED)
+
+    with pytest.raises(TransientError):
+        egress(services, smtp, package_id, raw)
+    record = services.registry.get_package(package_id)
+    assert record is not None and record.status == PackageStatus.GRANTED, "told first, cleaned up after"
+    assert len(smtp.to("ada@provider.example")) == 1
+    left = staged(blob_service, services.settings.staging_container, package_id)
+    assert f"{package_id}/manifest.json" in left, "the manifest goes last"
 
     assert release(services, package_id) == "granted"
     assert egress(services, smtp, package_id, raw) == "unchanged"

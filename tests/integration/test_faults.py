@@ -126,14 +126,14 @@ def test_email_down_for_the_manager_after_the_recipient_was_told(settings, clock
     assert len(smtp.to(MANAGER)) == 1  # the sign-off emails were cleared; this is the grants email
 
 
-@pytest.mark.parametrize("method", ["update_policies", "delete_blobs", "write"])
+# A fault removing the staged files, which comes after the recipients are told, is in
+# tests/integration/test_copy_paths.py.
+@pytest.mark.parametrize("method", ["update_policies", "write"])
 def test_storage_fault_mid_way(method: str, settings, clock, blob_service, smtp: SmtpSink) -> None:
     services = build_services(settings, clock=clock)
     fault = StorageUnavailable("503")
     if method == "update_policies":  # the recipient's stored access policy, while delivering
         services = with_deliver(services, clock, DEV_KEY, delivery=FailOnce(services.delivery, method, fault))
-    elif method == "delete_blobs":  # the staged files, once the sealed copy verified
-        services = with_seal(services, clock, staging=FailOnce(services.staging, method, fault))
     else:  # writing a (small) file into the sealed container
         services = with_seal(services, clock, delivery=FailOnce(services.delivery, method, fault))
     package_id = _run_with_fault(services, smtp, blob_service)

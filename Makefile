@@ -63,6 +63,7 @@ demo: install
 bench: install
 	$(PY) benchmarks/bench_pipeline.py
 	$(PY) benchmarks/bench_signoff.py
+	$(PY) benchmarks/bench_azurite_floor.py
 
 clean:
 	rm -rf $(VENV) $(VENV_CHECKOV) node_modules .pytest_cache .mypy_cache

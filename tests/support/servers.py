@@ -107,10 +107,11 @@ def start_azurite() -> Azurite:
 
 @dataclass
 class SmtpSink:
-    """An aiosmtpd server that keeps every message it receives."""
+    """An aiosmtpd server that keeps every message it receives, and when (``time.monotonic()``)."""
 
     port: int
     messages: list[EmailMessage] = field(default_factory=list)
+    arrivals: list[float] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     controller: object = None
 
@@ -118,15 +119,22 @@ class SmtpSink:
         message = message_from_bytes(envelope.content, policy=policy.default)  # type: ignore[attr-defined]
         with self.lock:
             self.messages.append(message)  # type: ignore[arg-type]
+            self.arrivals.append(time.monotonic())
         return "250 Message accepted for delivery"
 
     def to(self, address: str) -> list[EmailMessage]:
         with self.lock:
             return [m for m in self.messages if address in str(m["To"])]
 
+    def first_arrival(self, address: str) -> float | None:
+        """When the first message to ``address`` since the last ``clear()`` arrived; None if none has."""
+        with self.lock:
+            return next((t for m, t in zip(self.messages, self.arrivals, strict=True) if address in str(m["To"])), None)
+
     def clear(self) -> None:
         with self.lock:
             self.messages.clear()
+            self.arrivals.clear()
 
 
 def start_smtp_sink() -> SmtpSink:

@@ -12,7 +12,10 @@ index adapter (``submit_transaction`` per hour partition, up to 100 rows each). 
      email, the audit entry, the record);
   3. unless N > ``--full-max``, on the same records with nothing due: the sweep as it was before
      the indexes (the same service without them: a whole-table pass), and ``sweep(full=True)``,
-     that pass plus writing the index rows of all it read (the one-off backfill).
+     that pass plus writing the index rows of all it read (the one-off backfill);
+  4. where the records are written: finding a grant by its id, as revoking by id does (median of
+     ``--lookups``), through the grant id index, and for a grant without its index row (as one
+     written before the index existed): the pass over the whole grants table every lookup made before.
 
     .venv/bin/python benchmarks/bench_sweep.py [--sizes 2000 10000 100000] [--due 100] [--repeat 5]
         [--full-max 10000] [--records-max 10000] [--threads 4]
@@ -70,6 +73,8 @@ class Row:
     idle_after_ms: float
     before_s: float | None
     full_s: float | None
+    lookup_ms: float | None
+    lookup_pass_ms: float | None
 
 
 def settings_for(azurite: Azurite, smtp_port: int, secrets_dir: str) -> Settings:
@@ -118,9 +123,9 @@ def grant(package_id: str, now: datetime, expires_at: datetime) -> GrantRecord:
     )
 
 
-def write_active(services: Services, n: int, threads: int, records: bool) -> None:
+def write_active(services: Services, n: int, threads: int, records: bool) -> list[GrantRecord]:
     """N granted packages with one active grant each, not due (``records``: else only their index
-    rows); their rows in the grants index."""
+    rows); their rows in the grants index. Returns the grants."""
     now = datetime.now(UTC).replace(microsecond=0)
     spread = 14 * 24 * 60  # minutes: expiries from one hour ahead over the next 14 days
     grants = [grant(f"bench-{i:06d}", now, now + timedelta(hours=1, minutes=(i * 7919) % spread)) for i in range(n)]
@@ -144,6 +149,26 @@ def write_active(services: Services, n: int, threads: int, records: bool) -> Non
             list(pool.map(write, [grants[i : i + CHUNK] for i in range(0, n, CHUNK)]))
     schedule = SweepSchedule.of(services.config)
     services.grants_due.put_many((schedule.grant_key(g.package_id, 0), g.expires_at) for g in grants)
+    return grants
+
+
+def lookups(services: Services, grants: list[GrantRecord], count: int) -> tuple[float, float]:
+    """Median ms to find a grant by id through the index, then for one without its index row (the
+    pass over the whole table; ``get_grant`` indexes it again afterwards)."""
+    registry = services.registry.inner
+    sample = grants[:: max(1, len(grants) // count)][:count]
+    indexed = []
+    for record in sample:
+        seconds, found = timed(lambda record=record: registry.get_grant(record.grant_id))
+        assert isinstance(found, GrantRecord) and found.grant_id == record.grant_id
+        indexed.append(seconds * 1000)
+    passes = []
+    for record in sample[:3]:
+        registry._grant_ids.delete_entity(record.grant_id, "grant")  # as if written before the index
+        seconds, found = timed(lambda record=record: registry.get_grant(record.grant_id))
+        assert isinstance(found, GrantRecord) and found.grant_id == record.grant_id
+        passes.append(seconds * 1000)
+    return statistics.median(indexed), statistics.median(passes)
 
 
 def write_due(services: Services, k: int, tag: str) -> list[str]:
@@ -201,7 +226,10 @@ def run(azurite: Azurite, smtp_port: int, n: int, args: argparse.Namespace, secr
     records = n <= args.records_max
     what = "packages, grants and their index rows" if records else "index rows only"
     print(f"N={n:,}: writing {what} ...", flush=True)
-    setup_s, _ = timed(lambda: write_active(services, n, args.threads, records))
+    started = time.perf_counter()
+    grants = write_active(services, n, args.threads, records)
+    setup_s = time.perf_counter() - started
+    lookup_ms, lookup_pass_ms = lookups(services, grants, args.lookups) if records else (None, None)
     services.sweep.sweep()  # warm: connections, tables
     idle = []
     for _ in range(args.repeat):
@@ -220,7 +248,20 @@ def run(azurite: Azurite, smtp_port: int, n: int, args: argparse.Namespace, secr
     assert isinstance(report, SweepReport) and sorted(report.expired) == sorted(due_ids) and not report.failed
     looked_at = report.looked_at
     after_s, _ = timed(services.sweep.sweep)
-    return Row(n, records, setup_s, idle, args.due, due_s, looked_at, after_s * 1000, before_s, full_s)
+    return Row(
+        n,
+        records,
+        setup_s,
+        idle,
+        args.due,
+        due_s,
+        looked_at,
+        after_s * 1000,
+        before_s,
+        full_s,
+        lookup_ms,
+        lookup_pass_ms,
+    )
 
 
 def main() -> int:
@@ -231,6 +272,7 @@ def main() -> int:
     parser.add_argument("--full-max", type=int, default=10000, help="largest N to time a full pass for")
     parser.add_argument("--records-max", type=int, default=10000, help="largest N to write records for")
     parser.add_argument("--threads", type=int, default=4, help="writers of the setup")
+    parser.add_argument("--lookups", type=int, default=20, help="grants found by id through the index")
     args = parser.parse_args()
     azurite, sink = start_azurite(), start_smtp_sink()
     rows = []
@@ -243,7 +285,8 @@ def main() -> int:
     print()
     print(
         f"{'active grants':>13} {'setup':>6} {'nothing due: median / slowest':>29} {'K due':>5} {'looked at':>9} "
-        f"{'pass':>7} {'per due':>8} {'then':>6} {'before (no index)':>17} {'full=True':>9}"
+        f"{'pass':>7} {'per due':>8} {'then':>6} {'before (no index)':>17} {'full=True':>9} "
+        f"{'grant by id: index / a pass':>27}"
     )
     for r in rows:
         idle = f"{statistics.median(r.idle_ms):.0f} / {max(r.idle_ms):.0f} ms"
@@ -251,9 +294,10 @@ def main() -> int:
         before = f"{r.before_s:.1f} s" if r.before_s is not None else "-"
         full = f"{r.full_s:.1f} s" if r.full_s is not None else "-"
         n = f"{r.n:,}" + ("" if r.records else "*")
+        lookup = f"{r.lookup_ms:.0f} / {r.lookup_pass_ms:.0f} ms" if r.lookup_ms is not None else "-"
         print(
             f"{n:>13} {r.setup_s:>5.0f}s {idle:>29} {r.due:>5} {r.due_looked_at:>9} {r.due_s:>6.2f}s "
-            f"{per_due:>8} {r.idle_after_ms:>3.0f} ms {before:>17} {full:>9}"
+            f"{per_due:>8} {r.idle_after_ms:>3.0f} ms {before:>17} {full:>9} {lookup:>27}"
         )
     if not all(r.records for r in rows):
         print("* index rows only (no package or grant records): see --records-max")

@@ -4,8 +4,10 @@ Tables: ``<prefix>packages`` (PartitionKey = package id), ``<prefix>grants`` (Pa
 package id, RowKey = ``recipient-<index>``: one grant per recipient, enforced by the store's
 insert-if-absent; the unguessable grant id is a property), ``<prefix>signoffs`` (PartitionKey =
 package id, RowKey = role)
-and ``<prefix>signofftokens`` (PartitionKey = SHA-256 of a sign-off token, RowKey = "token": which
-sign-off it was issued for; the token itself is stored nowhere). Every update is conditional on the ETag the
+``<prefix>signofftokens`` (PartitionKey = SHA-256 of a sign-off token, RowKey = "token": which
+sign-off it was issued for; the token itself is stored nowhere) and ``<prefix>grantids``
+(PartitionKey = grant id, RowKey = "grant": which package and recipient it belongs to, so that
+revoking by grant id is two point reads, not a pass over every grant). Every update is conditional on the ETag the
 record was read with; a lost race raises ``ConcurrencyConflict`` instead of overwriting.
 """
 
@@ -27,11 +29,16 @@ from shared.errors import UNREACHABLE, ConcurrencyConflict, StorageUnavailable
 _PACKAGE_ROW = "package"
 
 
+def _recipient_row(index: int) -> str:
+    return f"recipient-{index:02d}"
+
+
 def _grant_row(record: GrantRecord) -> str:
-    return f"recipient-{record.recipient_index:02d}"
+    return _recipient_row(record.recipient_index)
 
 
 _TOKEN_ROW = "token"
+_GRANT_ID_ROW = "grant"
 _LIST_FIELDS = {"rejection_reasons", "ip_ranges"}  # tables have no list type: stored as JSON text
 _R = TypeVar("_R", bound=BaseModel)
 
@@ -128,9 +135,10 @@ class TableRegistry:
         self._grants: TableClient = service.get_table_client(f"{prefix}grants")
         self._signoffs: TableClient = service.get_table_client(f"{prefix}signoffs")
         self._tokens: TableClient = service.get_table_client(f"{prefix}signofftokens")
+        self._grant_ids: TableClient = service.get_table_client(f"{prefix}grantids")
 
     def ensure_tables(self) -> None:
-        for table in (self._packages, self._grants, self._signoffs, self._tokens):
+        for table in (self._packages, self._grants, self._signoffs, self._tokens, self._grant_ids):
             try:
                 _call(f"creating table {table.table_name}", table.create_table)
             except ConcurrencyConflict:
@@ -189,12 +197,39 @@ class TableRegistry:
     def list_packages(self, status: PackageStatus | None = None) -> list[PackageRecord]:
         return self._query(self._packages, PackageRecord, {"status": status.value} if status else {})
 
+    def _index_grant(self, record: GrantRecord) -> None:
+        # Written before the grant row: an id indexed whose row was never written (or was written
+        # by another worker, with its own id) is simply unknown; a grant without its index row is
+        # still found, by a pass over the table, and indexed then.
+        entity = {
+            "PartitionKey": record.grant_id,
+            "RowKey": _GRANT_ID_ROW,
+            "package_id": record.package_id,
+            "recipient_index": record.recipient_index,
+        }
+        _call("indexing a grant id", lambda: self._grant_ids.upsert_entity(entity))
+
     def get_grant(self, grant_id: str) -> GrantRecord | None:
-        found = self._query(self._grants, GrantRecord, {"grant_id": grant_id})
-        return found[0] if found else None
+        """By the id index: two point reads. Grants written before the index existed (no index row)
+        are found by a pass over the table, and indexed."""
+        try:
+            entry = self._grant_ids.get_entity(grant_id, _GRANT_ID_ROW)
+        except AzureError as exc:
+            if getattr(exc, "status_code", None) != 404:
+                raise StorageUnavailable(f"reading {self._grant_ids.table_name}: {type(exc).__name__}") from exc
+        else:
+            row = _recipient_row(int(entry["recipient_index"]))
+            found = self._get(self._grants, GrantRecord, str(entry["package_id"]), row)
+            return found if found is not None and found.grant_id == grant_id else None
+        scanned = self._query(self._grants, GrantRecord, {"grant_id": grant_id})
+        if not scanned:
+            return None
+        self._index_grant(scanned[0])
+        return scanned[0]
 
     def create_grant(self, record: GrantRecord) -> GrantRecord:
         """Insert-if-absent on (package, recipient): a second worker gets ConcurrencyConflict."""
+        self._index_grant(record)
         return self._create(self._grants, GrantRecord, record, record.package_id, _grant_row(record))
 
     def update_grant(self, record: GrantRecord) -> GrantRecord:
@@ -210,12 +245,17 @@ class TableRegistry:
         return sorted(grants, key=lambda g: (g.package_id, g.recipient_index))
 
     def delete_grant(self, record: GrantRecord) -> None:
-        try:
-            self._grants.delete_entity(record.package_id, _grant_row(record))
-        except AzureError as exc:
-            if getattr(exc, "status_code", None) == 404:
-                return
-            raise StorageUnavailable(f"deleting a grant of {record.package_id}: {type(exc).__name__}") from exc
+        """The grant row, then its id's index row (one left behind points at nothing: unknown)."""
+        for table, partition, row in (
+            (self._grants, record.package_id, _grant_row(record)),
+            (self._grant_ids, record.grant_id, _GRANT_ID_ROW),
+        ):
+            try:
+                table.delete_entity(partition, row)
+            except AzureError as exc:
+                if getattr(exc, "status_code", None) == 404:
+                    continue
+                raise StorageUnavailable(f"deleting a grant of {record.package_id}: {type(exc).__name__}") from exc
 
     # -- sign-offs ----------------------------------------------------------------------
 

@@ -77,7 +77,9 @@ class PackageRecord(_Record):
     created_at: datetime
     updated_at: datetime
     sealed_at: datetime | None = None
-    encryption_claimed_at: datetime | None = None  # sftp/physical: the worker encrypting it (one at a time)
+    # The worker sealing it, one at a time, any method (the name is older than link packages being
+    # claimed too; kept so that stored records still read).
+    encryption_claimed_at: datetime | None = None
     granted_at: datetime | None = None
     closed_at: datetime | None = None
     expires_at: datetime | None = None  # sftp/physical: the key can be released until then

@@ -97,8 +97,11 @@ class DeliverService:
             done = self._registry.update_package(
                 record.transition(PackageStatus.GRANTED, granted_at=now, updated_at=now)
             )
-        except ConcurrencyConflict:
-            return self._registry.get_package(package_id)  # finished by another worker
+        except ConcurrencyConflict:  # finished by another worker; empty staging too, in case it died just after
+            fresh = self._registry.get_package(package_id)
+            if fresh is not None and fresh.status == PackageStatus.GRANTED:
+                self._remove_staged(manifest)
+            return fresh
         self._record_granted(done)
         self._remove_staged(manifest)
         logger.info("package %s delivered (%s)", package_id, manifest.method.value)

@@ -27,7 +27,7 @@ from shared.services.rejection import Rejecter
 logger = logging.getLogger(__name__)
 
 ACTOR = "egress-release"
-ENCRYPTION_LEASE = timedelta(minutes=15)  # a claim older than this is taken over (its worker died)
+SEAL_LEASE = timedelta(minutes=15)  # a sealing claim older than this is taken over (its worker died)
 # Files up to this size are sealed by one read and one write; larger ones by a copy and a streamed
 # read of the copy, so that memory stays at a few chunks per worker whatever a file's size.
 WHOLE_FILE_BYTES = 1024 * 1024
@@ -98,8 +98,7 @@ class SealService:
         if record.status == PackageStatus.SEALED:  # an earlier try sealed it; finish what it left
             self._record_sealed(record, manifest, {"files": len(manifest.files), "bytes": manifest.total_bytes})
             return record
-        if manifest.method != Method.STORAGE_EXPLORER:
-            record = self._claim_encryption(record)
+        record = self._claim(record)
         try:
             details = self._encrypt(manifest) if manifest.method != Method.STORAGE_EXPLORER else self._copy(manifest)
         except _Changed as exc:
@@ -109,13 +108,12 @@ class SealService:
                 PackageStatus.GRANTED,
                 PackageStatus.CLOSED,
             ):
-                return fresh  # another worker sealed it and, once delivered, removed the staged files
+                return fresh  # sealed by a worker that took over the claim after its lease (we were too slow)
             self._discard(manifest)  # nothing that was not signed off stays deliverable
             self._reject_changed(record, manifest, exc.reasons)
             return None
         except Exception:
-            if manifest.method != Method.STORAGE_EXPLORER:
-                self._release_encryption(record)  # the host's retry may start at once
+            self._release_claim(record)  # the host's retry may start at once
             raise
         now = self._clock.now()
         try:
@@ -185,27 +183,32 @@ class SealService:
         self._delivery.write(container, entry.path, found.data)
         return None
 
-    # -- sftp and physical: streamed age encryption ----------------------------------------
+    # -- one sealer at a time -----------------------------------------------------------------
 
-    def _claim_encryption(self, record: PackageRecord) -> PackageRecord:
-        """One worker at a time encrypts a package (ETag-conditional, with a lease): each would make
-        its own key and ciphertexts otherwise, and the files that land could need two keys. Another
-        worker finding a fresh claim hands its message back; after the lease (its worker died) the
-        claim is taken over, and the key already stored is used again."""
+    def _claim(self, record: PackageRecord) -> PackageRecord:
+        """One worker at a time seals a package (ETag-conditional, with a lease). Two at once could
+        each be right alone and wrong together: a large file is copied over the sealed blob before
+        its copy is read back, so a second copier could overwrite a checked copy with a file changed
+        in staging after the first one's check; and each encrypting worker would make its own key,
+        so the files that land could need two keys. Another worker finding a fresh claim hands its
+        message back; after the lease (its worker died) the claim is taken over, and a key already
+        stored is used again."""
         now = self._clock.now()
         claimed = record.encryption_claimed_at
-        if claimed is not None and claimed + ENCRYPTION_LEASE > now:
-            raise InProgress(f"another worker is encrypting {record.package_id}; retrying")
+        if claimed is not None and claimed + SEAL_LEASE > now:
+            raise InProgress(f"another worker is sealing {record.package_id}; retrying")
         try:
             return self._registry.update_package(record.model_copy(update={"encryption_claimed_at": now}))
         except ConcurrencyConflict:
-            raise InProgress(f"another worker is encrypting {record.package_id}; retrying") from None
+            raise InProgress(f"another worker is sealing {record.package_id}; retrying") from None
 
-    def _release_encryption(self, record: PackageRecord) -> None:
+    def _release_claim(self, record: PackageRecord) -> None:
         try:
             self._registry.update_package(record.model_copy(update={"encryption_claimed_at": None}))
         except EgressError as exc:  # the lease lets a retry take it over anyway
-            logger.warning("the encryption claim of %s stays until its lease ends: %s", record.package_id, exc.message)
+            logger.warning("the sealing claim of %s stays until its lease ends: %s", record.package_id, exc.message)
+
+    # -- sftp and physical: streamed age encryption ----------------------------------------
 
     def _identity(self, package_id: str) -> str:
         """The package's key: made once; a retry reuses it so earlier ciphertexts stay readable.

@@ -376,10 +376,14 @@ class SweepService:
                 return last_end + self._config.retention
             deleted = names.egress_container(package.package_id)
             self._delivery.delete_container(deleted)
+        left_staged = self._empty_staging(package.package_id)
         archived = self._archive_grants(package.package_id)
         self._email.send(notifications.manager_closed(package.package_id, self._config.system_manager_email))
         closed = self._registry.update_package(package.transition(PackageStatus.CLOSED, closed_at=now, updated_at=now))
-        self._audit.append(closed.package_id, "closed", ACTOR, {"deleted": deleted, **archived})
+        closing: dict[str, object] = {"deleted": deleted, **archived}
+        if left_staged:
+            closing["staged_blobs_removed"] = left_staged
+        self._audit.append(closed.package_id, "closed", ACTOR, closing)
         report.closed.append(closed.package_id)
         return None
 
@@ -407,6 +411,18 @@ class SweepService:
                 len(report.sftp_users_removed),
                 len(report.firewall_fixed),
             )
+
+    def _empty_staging(self, package_id: str) -> int:
+        """Whatever of the package is still staged when it closes: delivery empties staging once the
+        recipients are told, but that cleanup may never have finished (its message went to poison,
+        or its worker died after another had recorded the package granted). ``self._records`` is the
+        staging account's store, which holds the staging container too."""
+        container = self._config.staging_container
+        left = [b.name for b in self._records.list_blobs(container, f"{package_id}/")]
+        if left:
+            logger.warning("package %s still had %d staged blob(s) when it closed; removed", package_id, len(left))
+            self._records.delete_blobs(container, left)
+        return len(left)
 
     def _archive_grants(self, package_id: str) -> dict[str, object]:
         """Move a closing package's grant records out of the registry into the records container, so

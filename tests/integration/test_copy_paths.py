@@ -199,6 +199,31 @@ def test_staging_is_emptied_after_the_recipients_are_told_and_a_fault_there_is_f
     _assert_granted_once(services, smtp, blob_service, package_id)
 
 
+def test_one_worker_at_a_time_seals_a_link_package_so_a_late_copier_cannot_overwrite_a_checked_copy(
+    services: Services, clock, blob_service, smtp: SmtpSink
+) -> None:
+    from datetime import timedelta
+
+    from shared.errors import InProgress
+
+    package_id, raw = stage_new(services, blob_service, files=MIXED)
+    services.intake.process(package_id, raw)
+    approve_all(services, smtp, package_id)
+    smtp.clear()  # Ada also signed off: count only what release sends her
+    record = services.registry.get_package(package_id)
+    assert record is not None
+    # Another worker holds the claim and is copying: this one hands its message back, writing nothing.
+    services.registry.update_package(record.model_copy(update={"encryption_claimed_at": clock.now()}))
+    with pytest.raises(InProgress, match="another worker is sealing"):
+        services.seal.seal(package_id, record.manifest_sha256)
+    assert not blob_service.get_container_client(f"egress-{package_id}").exists()
+
+    clock.offset = timedelta(minutes=16)  # that worker died: its claim is taken over
+    assert release(services, package_id) == "granted"
+    assert _sealed(blob_service, package_id) == MIXED
+    _assert_granted_once(services, smtp, blob_service, package_id)
+
+
 # -- deleting many blobs ------------------------------------------------------------------
 
 

@@ -356,7 +356,7 @@ def test_one_worker_at_a_time_encrypts_a_package_and_a_dead_workers_claim_lapses
     assert record is not None
     # Another worker is encrypting it (its own key, its own ciphertexts): this one hands back.
     services.registry.update_package(record.model_copy(update={"encryption_claimed_at": clock.now()}))
-    with pytest.raises(InProgress, match="another worker is encrypting"):
+    with pytest.raises(InProgress, match="another worker is sealing"):
         services.seal.seal(package_id, record.manifest_sha256)
     assert not services.sftp_store.container_exists(names.egress_container(package_id))
 

@@ -196,3 +196,25 @@ def test_retention_closes_the_package_and_deletes_the_egressed_copy(
     assert record is not None and record.status == PackageStatus.CLOSED
     assert not blob_service.get_container_client(f"egress-{package_id}").exists()
     assert verify_chain(services.audit.read(package_id)) == []
+
+
+def test_closing_removes_what_a_cleanup_that_never_finished_left_staged(
+    services: Services, blob_service, smtp: SmtpSink, clock
+) -> None:
+    from datetime import timedelta
+
+    package_id, raw = stage_new(services, blob_service)
+    egress(services, smtp, package_id, raw)
+    staging = services.settings.staging_container
+    left = {f"{package_id}/files/README.md": b"left behind", f"{package_id}/manifest.json": raw}
+    for name, data in left.items():  # as if delivery's cleanup died and its message went to poison
+        blob_service.get_blob_client(staging, name).upload_blob(data, overwrite=True)
+    services.end_grant.revoke_package(package_id, "sm@dsh.example", "done")
+
+    clock.offset = timedelta(hours=25)
+    assert services.sweep.sweep().closed == [package_id]
+
+    assert staged(blob_service, staging, package_id) == {}
+    (closed,) = [e for e in services.audit.read(package_id) if e.action == "closed"]
+    assert closed.details["staged_blobs_removed"] == 2
+    assert verify_chain(services.audit.read(package_id)) == []

@@ -230,7 +230,14 @@ class TableRegistry:
     def create_grant(self, record: GrantRecord) -> GrantRecord:
         """Insert-if-absent on (package, recipient): a second worker gets ConcurrencyConflict."""
         self._index_grant(record)
-        return self._create(self._grants, GrantRecord, record, record.package_id, _grant_row(record))
+        try:
+            return self._create(self._grants, GrantRecord, record, record.package_id, _grant_row(record))
+        except ConcurrencyConflict:  # another worker's grant holds the recipient: this id is nobody's
+            try:
+                self._grant_ids.delete_entity(record.grant_id, _GRANT_ID_ROW)
+            except AzureError:
+                pass  # left behind it points at another id's row, so it finds nothing
+            raise
 
     def update_grant(self, record: GrantRecord) -> GrantRecord:
         return self._update(self._grants, record, record.package_id, _grant_row(record))

@@ -95,6 +95,7 @@ def test_the_id_of_a_worker_that_lost_the_race_for_a_recipient_is_unknown(regist
         registry.create_grant(loser)
 
     assert registry.get_grant(loser.grant_id) is None
+    assert list(registry._grant_ids.query_entities("PartitionKey eq @id", parameters={"id": loser.grant_id})) == []
     found = registry.get_grant(winner.grant_id)
     assert found is not None and found.grant_id == winner.grant_id
 

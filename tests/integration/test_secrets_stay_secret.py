@@ -47,7 +47,13 @@ def test_tokens_and_keys_appear_nowhere_but_the_recipients_email(
     places: dict[str, str] = {"logs": "\n".join(r.getMessage() for r in ours)}
     tables = TableServiceClient.from_connection_string(azurite.connection_string())
     prefix = services.settings.registry_table_prefix
-    for table in (f"{prefix}packages", f"{prefix}grants", f"{prefix}signoffs", f"{prefix}signofftokens"):
+    for table in (
+        f"{prefix}packages",
+        f"{prefix}grants",
+        f"{prefix}signoffs",
+        f"{prefix}signofftokens",
+        f"{prefix}grantids",
+    ):
         places[table] = repr(list(tables.get_table_client(table).list_entities()))
     for container in (services.settings.audit_container, services.settings.records_container):
         client = blob_service.get_container_client(container)

@@ -34,6 +34,7 @@ from shared.ports import (
 from shared.services import notifications, sftp_grants
 from shared.services.config import PipelineConfig
 from shared.services.records_io import load_encrypted_manifest, load_manifest
+from shared.services.staging import empty_staging
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ class DeliverService:
         record = self._registry.get_package(package_id)
         if record is not None and record.status == PackageStatus.GRANTED:  # an earlier try may have stopped short
             self._record_granted(record)
-            self._remove_staged(load_manifest(self._records, self._config.records_container, package_id))
+            empty_staging(self._staging, self._config.staging_container, package_id)
         if record is None or record.status != PackageStatus.SEALED:
             return record
         manifest = load_manifest(self._records, self._config.records_container, package_id)
@@ -100,21 +101,14 @@ class DeliverService:
         except ConcurrencyConflict:  # finished by another worker; empty staging too, in case it died just after
             fresh = self._registry.get_package(package_id)
             if fresh is not None and fresh.status == PackageStatus.GRANTED:
-                self._remove_staged(manifest)
+                empty_staging(self._staging, self._config.staging_container, package_id)
             return fresh
         self._record_granted(done)
-        self._remove_staged(manifest)
+        # Cleanup comes after the emails, not before them (deleting a thousand blobs takes seconds
+        # on Azurite); a retry of a granted package redoes it.
+        empty_staging(self._staging, self._config.staging_container, package_id)
         logger.info("package %s delivered (%s)", package_id, manifest.method.value)
         return done
-
-    def _remove_staged(self, manifest: Manifest) -> None:
-        """The staged files, then the staged manifest, go once the package is granted: sealed,
-        verified and its recipients told. Cleanup comes after the emails, not before them (deleting
-        a thousand blobs takes seconds on Azurite); a retry of a granted package redoes it."""
-        package_id = manifest.package_id
-        container = self._config.staging_container
-        self._staging.delete_blobs(container, [names.staged_file(package_id, f.path) for f in manifest.files])
-        self._staging.delete_blobs(container, [names.manifest_blob(package_id)])
 
     def _record_granted(self, record: PackageRecord) -> None:
         details: dict[str, object] = {"method": record.method, "signoff_mode": record.signoff_mode}

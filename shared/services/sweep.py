@@ -46,6 +46,7 @@ from shared.services import notifications, sftp_grants
 from shared.services.config import PipelineConfig
 from shared.services.records_io import archive_grants
 from shared.services.rejection import Rejecter
+from shared.services.staging import empty_staging
 
 logger = logging.getLogger(__name__)
 
@@ -417,12 +418,10 @@ class SweepService:
         recipients are told, but that cleanup may never have finished (its message went to poison,
         or its worker died after another had recorded the package granted). ``self._records`` is the
         staging account's store, which holds the staging container too."""
-        container = self._config.staging_container
-        left = [b.name for b in self._records.list_blobs(container, f"{package_id}/")]
+        left = empty_staging(self._records, self._config.staging_container, package_id)
         if left:
-            logger.warning("package %s still had %d staged blob(s) when it closed; removed", package_id, len(left))
-            self._records.delete_blobs(container, left)
-        return len(left)
+            logger.warning("package %s still had %d staged blob(s) when it closed; removed", package_id, left)
+        return left
 
     def _archive_grants(self, package_id: str) -> dict[str, object]:
         """Move a closing package's grant records out of the registry into the records container, so

@@ -4,7 +4,8 @@ Each round stages one package; every worker (its own service instance, as separa
 instances are) runs intake on the same manifest at the same moment; the three named people approve
 at the same moment; then every worker runs the release of the one message at the same moment. A
 round is exact when it ends granted with one grant, one live policy and one link email for the
-recipient, one sign-off email per person, a verifying anchored audit trail and no event twice.
+recipient, one sign-off email per person, a verifying anchored audit trail, no event twice and
+nothing left in staging.
 
     .venv/bin/python benchmarks/bench_concurrency.py [--rounds 50] [--workers 2 4 8]
 """

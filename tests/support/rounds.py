@@ -47,6 +47,7 @@ class Round:
     most_signoff_emails_to_one_person: int
     audit_problems: list[str]
     repeated_events: list[str]
+    left_staged: int  # blobs still under the package's staging folder once it is granted
 
     @property
     def exact(self) -> bool:
@@ -58,6 +59,7 @@ class Round:
             and self.most_signoff_emails_to_one_person == 1
             and not self.audit_problems
             and not self.repeated_events
+            and self.left_staged == 0
         )
 
 
@@ -97,4 +99,7 @@ def run_round(instances: list[Services], blob_service: BlobServiceClient, smtp: 
         most_signoff_emails_to_one_person=most,
         audit_problems=verify_chain(entries, package_id, instances[0].audit.anchor(package_id)),
         repeated_events=[a for a in ONCE if actions.count(a) != 1],
+        left_staged=len(
+            list(instances[0].staging.list_blobs(instances[0].settings.staging_container, f"{package_id}/"))
+        ),
     )
